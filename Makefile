@@ -1,0 +1,54 @@
+# Loss-Landscape Lab — every set-up step lives here; `make workbook` and `make test` are all you need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NB     ?= 01
+PARAMS ?=
+
+.PHONY: help install workbook test lint unit nbval run lab refresh report clean
+
+help:
+	@echo "make workbook   run every chapter (papermill, into runs/) and build report/index.html"
+	@echo "make test       ruff + unit tests + nbval over notebooks/"
+	@echo "make run NB=01 PARAMS='-p dtype float64'   one chapter with parameters, into runs/"
+	@echo "make lab        JupyterLab   ·   make refresh   re-execute chapters in place at defaults"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lab)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+workbook: $(STAMP)
+	$(PY) -m lab workbook
+
+test: lint unit nbval
+
+lint: $(STAMP)
+	$(PY) -m ruff check lab tests benchmarks
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+nbval: $(STAMP)
+	$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+
+run: $(STAMP)
+	$(PY) -m lab run $(NB) $(PARAMS)
+
+report: $(STAMP)
+	$(PY) -m lab report
+
+refresh: $(STAMP)
+	$(PY) -m lab refresh $(NB_LIST)
+
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[jupyter]"
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf runs report

@@ -1,0 +1,120 @@
+"""A model's parameters as one flat vector, and pure loss functions of that vector (torch.func)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cross_entropy": nn.functional.cross_entropy,
+    "mse": nn.functional.mse_loss,
+}
+
+
+@dataclass(frozen=True)
+class FlatSpec:
+    """How a flat vector maps onto a model's named parameters."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+
+    @property
+    def numels(self) -> tuple[int, ...]:
+        """Number of entries of each parameter."""
+        return tuple(int(torch.Size(s).numel()) for s in self.shapes)
+
+    @property
+    def size(self) -> int:
+        """Total number of parameters P."""
+        return sum(self.numels)
+
+    def slices(self) -> dict[str, slice]:
+        """Each parameter's slice of the flat vector."""
+        out, i = {}, 0
+        for n, k in zip(self.names, self.numels):
+            out[n] = slice(i, i + k)
+            i += k
+        return out
+
+
+def flatten(model: nn.Module, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, FlatSpec]:
+    """A detached copy of the model's parameters as one flat vector, and the spec to map it back."""
+    named = [(n, p) for n, p in model.named_parameters()]
+    spec = FlatSpec(tuple(n for n, _ in named), tuple(p.shape for _, p in named))
+    theta = torch.cat([p.detach().reshape(-1) for _, p in named]).clone()
+    return (theta.to(dtype) if dtype is not None else theta), spec
+
+
+def unflatten(theta: torch.Tensor, spec: FlatSpec) -> dict[str, torch.Tensor]:
+    """Views of a flat vector shaped as the model's named parameters."""
+    if theta.shape[-1] != spec.size:
+        raise ValueError(f"theta has {theta.shape[-1]} entries, the model has {spec.size} parameters")
+    return {n: theta[..., s].reshape(*theta.shape[:-1], *shape)
+            for (n, s), shape in zip(spec.slices().items(), spec.shapes)}
+
+
+def layer_slices(spec: FlatSpec) -> dict[str, slice]:
+    """Slices of the flat vector grouped by module (weight and bias of one layer together)."""
+    out: dict[str, slice] = {}
+    for n, s in spec.slices().items():
+        mod = n.rsplit(".", 1)[0] if "." in n else n
+        out[mod] = slice(out[mod].start, s.stop) if mod in out else s
+    return out
+
+
+def make_forward(model: nn.Module) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor, FlatSpec]:
+    """forward(theta, x): the model as a pure function of its flat parameters (model left untouched)."""
+    theta0, spec = flatten(model)
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def forward(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        bufs = {n: (b.to(theta.dtype) if b.is_floating_point() else b) for n, b in buffers.items()}
+        return functional_call(model, (unflatten(theta, spec), bufs), (x,))
+
+    return forward, theta0, spec
+
+
+def make_loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str | Callable = "cross_entropy"
+                 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, FlatSpec]:
+    """loss_fn(theta): mean loss over (x, y) as a pure function of the flat vector, computed in theta's dtype.
+
+    Returns (loss_fn, theta0, spec); theta0 is a detached copy of the model's current parameters.
+    """
+    crit = LOSSES[loss] if isinstance(loss, str) else loss
+    forward, theta0, spec = make_forward(model)
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def x_as(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (dtype, device)
+        if key not in cache:
+            cache[key] = x.to(device=device, dtype=dtype)
+        return cache[key]
+
+    def y_as(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        return y.to(device) if not y.is_floating_point() else y.to(device=device, dtype=dtype)
+
+    def loss_fn(theta: torch.Tensor) -> torch.Tensor:
+        out = forward(theta, x_as(theta.dtype, theta.device))
+        return crit(out, y_as(theta.dtype, theta.device))
+
+    return loss_fn, theta0, spec
+
+
+def chunk_size_for(model: nn.Module, n_samples: int, itemsize: int, budget_bytes: float = 2**30) -> int:
+    """Points per vmap chunk so that activations of one chunk stay within budget_bytes."""
+    acts = sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear)) or 1
+    p = sum(p.numel() for p in model.parameters())
+    per_point = itemsize * (3 * n_samples * acts + 2 * p)
+    return max(1, int(budget_bytes // per_point))
+
+
+def batched(loss_fn: Callable[[torch.Tensor], torch.Tensor], thetas: torch.Tensor, chunk_size: int = 64
+            ) -> torch.Tensor:
+    """loss_fn over many parameter points (rows of thetas), vmapped in chunks."""
+    if thetas.ndim != 2:
+        raise ValueError(f"thetas must be 2-D (points × parameters), got shape {tuple(thetas.shape)}")
+    f = vmap(loss_fn)
+    return torch.cat([f(thetas[i:i + chunk_size]) for i in range(0, thetas.shape[0], chunk_size)])

@@ -1,0 +1,180 @@
+"""Build the HTML lab report (an index of chapters, claims and key figures) from executed notebooks."""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from lab.paths import NOTEBOOKS, REPORT, ROOT
+
+CLAIM_MIMETYPE = "application/vnd.lab.claim+json"
+CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
+VERDICT_RE = re.compile(r"^(C\d+[a-z]?) (PASS|FAIL)  (.*)$")
+TITLE = "Loss-Landscape Lab — lab report"
+ERROR_TAG = "papermill-error-cell-tag"
+
+
+def _text(value: Any) -> str:
+    """Notebook text fields may be a string or a list of strings."""
+    return "".join(value) if isinstance(value, list) else str(value or "")
+
+
+def parse_claims(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
+    """Claims of an executed notebook: verdict lines of check cells merged with claim+json number records."""
+    claims: dict[str, dict[str, Any]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        is_check = _text(cell.source).lstrip().startswith(CHECK_MARKER)
+        for out in cell.get("outputs", []):
+            rec = out.get("data", {}).get(CLAIM_MIMETYPE) if out.get("output_type") in (
+                "display_data", "execute_result") else None
+            if isinstance(rec, dict) and rec.get("id"):
+                records[str(rec["id"])] = rec
+            if is_check and out.get("output_type") == "stream" and out.get("name") == "stdout":
+                for line in _text(out.get("text")).splitlines():
+                    m = VERDICT_RE.match(line.rstrip("\r"))
+                    if m:
+                        claims[m[1]] = {"id": m[1], "verdict": m[2], "statement": m[3]}
+    for cid, rec in records.items():
+        if cid not in claims:
+            claims[cid] = {"id": cid, "verdict": None, "statement": str(rec.get("statement", ""))}
+    result = []
+    for cid, c in claims.items():
+        rec = records.get(cid, {})
+        c["passed"] = c["verdict"] == "PASS" if c["verdict"] else bool(rec.get("passed", False))
+        c["numbers"] = dict(rec.get("numbers") or {})
+        result.append(c)
+    return result
+
+
+def chapter_intro(nb: nbformat.NotebookNode) -> tuple[str, str]:
+    """The H1 title and the first paragraph after it, from the notebook's opening markdown cell."""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown" or ERROR_TAG in cell.metadata.get("tags", []):
+            continue
+        lines = _text(cell.source).splitlines()
+        title, rest = "", lines
+        for i, line in enumerate(lines):
+            if line.startswith("# "):
+                title, rest = line[2:].strip(), lines[i + 1:]
+                break
+        para: list[str] = []
+        for line in rest:
+            if line.strip():
+                para.append(line.strip())
+            elif para:
+                break
+        return title, " ".join(para)
+    return "", ""
+
+
+def _fmt_number(v: Any) -> str:
+    """Compact rendering of one number (or string) behind a claim."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _key_figure(nb: nbformat.NotebookNode, chapter: str, fig_dir: Path) -> Path | None:
+    """Copy the chapter's key figure (metadata or first PNG output) into fig_dir; return the file."""
+    rel = nb.metadata.get("lab", {}).get("key_figure")
+    if rel:
+        src = ROOT / rel
+        if src.is_file():
+            fig_dir.mkdir(parents=True, exist_ok=True)
+            return Path(shutil.copy2(src, fig_dir / src.name))
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            png = out.get("data", {}).get("image/png")
+            if png:
+                fig_dir.mkdir(parents=True, exist_ok=True)
+                dest = fig_dir / f"{chapter}_output.png"
+                dest.write_bytes(base64.b64decode(_text(png)))
+                return dest
+    return None
+
+
+def _chapter_html(nb: nbformat.NotebookNode, dest: Path) -> None:
+    """Write the full executed notebook (inputs and outputs) as one HTML page."""
+    from nbconvert import HTMLExporter
+
+    resources = {"metadata": {"path": str(NOTEBOOKS)}}
+    try:
+        body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb, resources=resources)
+    except Exception:  # noqa: BLE001 - a missing markdown image must not break the report
+        body, _ = HTMLExporter().from_notebook_node(nb, resources=resources)
+    dest.write_text(body, encoding="utf-8")
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;
+text-align:left;vertical-align:top}.PASS{color:#1a7f37;font-weight:bold}.FAIL{color:#cf222e;font-weight:bold}
+img{max-width:100%}section{border-top:1px solid #ddd;margin-top:2rem}.nums{font-family:monospace;
+font-size:.9em}.meta{color:#666}"""
+
+
+def _claims_table(claims: list[dict[str, Any]]) -> str:
+    """HTML table of claims: id, verdict, statement, numbers."""
+    if not claims:
+        return "<p class='meta'>No claims recorded.</p>"
+    rows = []
+    for c in claims:
+        verdict = c["verdict"] or ("PASS" if c["passed"] else "FAIL") + " (no verdict line)"
+        cls = "PASS" if c["passed"] else "FAIL"
+        nums = ", ".join(f"{html.escape(str(k))}={html.escape(_fmt_number(v))}"
+                         for k, v in c["numbers"].items())
+        rows.append(f"<tr><td>{html.escape(c['id'])}</td><td class='{cls}'>{html.escape(verdict)}</td>"
+                    f"<td>{html.escape(c['statement'])}</td><td class='nums'>{nums}</td></tr>")
+    return ("<table><tr><th>claim</th><th>verdict</th><th>statement</th><th>numbers</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def build_report(executed: list[Path], out_dir: Path = REPORT) -> Path:
+    """Write out_dir/index.html and one HTML page per executed chapter; return the index path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections, toc = [], []
+    for path in sorted(Path(p) for p in executed):
+        nb = nbformat.read(path, as_version=4)
+        chapter = path.stem
+        title, question = chapter_intro(nb)
+        title = title or chapter
+        claims = parse_claims(nb)
+        _chapter_html(nb, out_dir / f"{chapter}.html")
+        fig = _key_figure(nb, chapter, out_dir / "figures" / chapter)
+        npass = sum(c["passed"] for c in claims)
+        failed = any(ERROR_TAG in c.metadata.get("tags", []) for c in nb.cells) or any(
+            o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+        status = " <strong class='FAIL'>execution failed</strong>" if failed else ""
+        anchor = html.escape(chapter, quote=True)
+        toc.append(f"<li><a href='#{anchor}'>{html.escape(title)}</a> — "
+                   f"{npass}/{len(claims)} claims pass{status}</li>")
+        fig_html = (f"<figure><img src='{html.escape(fig.relative_to(out_dir).as_posix(), quote=True)}' "
+                    f"alt='key figure of {anchor}'></figure>") if fig else ""
+        sections.append(
+            f"<section id='{anchor}'><h2>{html.escape(title)}</h2>{status}"
+            f"<p>{html.escape(question)}</p>{_claims_table(claims)}{fig_html}"
+            f"<p><a href='{html.escape(chapter, quote=True)}.html'>Full chapter: {html.escape(chapter)}</a>"
+            f" <span class='meta'>(from {html.escape(path.name)})</span></p></section>")
+    built = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(TITLE)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(TITLE)}</h1>"
+            f"<p class='meta'>Built {html.escape(built)}</p><ul>{''.join(toc)}</ul>"
+            f"{''.join(sections)}</body></html>\n")
+    index = out_dir / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def default_runs(runs_dir: Path) -> list[Path]:
+    """The executed default-parameter chapter runs in runs_dir (parameterized runs are skipped)."""
+    return sorted(p for p in Path(runs_dir).glob("[0-9][0-9]_*.ipynb") if "__" not in p.stem)

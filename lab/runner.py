@@ -1,0 +1,250 @@
+"""Execute chapters with papermill: parameterized runs into runs/, in-place refreshes, the whole workbook."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+
+from lab.paths import NOTEBOOKS, REPORT, ROOT, RUNS
+
+CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.IGNORECASE)
+_MAX_NAME = 80
+
+
+class WorkbookError(RuntimeError):
+    """Raised by run_workbook when one or more chapters failed to execute."""
+
+
+def list_chapters() -> list[Path]:
+    """All chapter notebooks (notebooks/NN_name.ipynb), in order."""
+    return sorted(NOTEBOOKS.glob(CHAPTER_GLOB))
+
+
+def resolve_notebook(nb: str | Path) -> Path:
+    """Map "01", "01_noise_floor", "notebooks/01_noise_floor.ipynb" or an existing path to a notebook."""
+    p = Path(nb)
+    if p.suffix == ".ipynb" and p.is_file():
+        return p.resolve()
+    key = p.name.removesuffix(".ipynb")
+    chapters = list_chapters()
+    exact = [c for c in chapters if c.stem == key]
+    matches = exact or [c for c in chapters if c.stem.startswith(key + "_")] or [
+        c for c in chapters if c.stem.startswith(key)]
+    if len(matches) == 1 and key:
+        return matches[0].resolve()
+    available = ", ".join(c.stem for c in chapters) or "(none)"
+    what = "is ambiguous" if len(matches) > 1 and key else "matches no chapter"
+    raise ValueError(f"notebook {str(nb)!r} {what}; available chapters: {available}")
+
+
+def _parse_value(text: str) -> Any:
+    """One CLI value to a python value, as papermill's -p would (plus YAML lists and dicts)."""
+    s = text.strip()
+    if s in ("None", "null", "~"):
+        return None
+    if _FLOAT_RE.match(s) and not re.fullmatch(r"[+-]?\d+", s):
+        return float(s)
+    try:
+        value = yaml.safe_load(s)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, bool) and s.lower() not in ("true", "false"):
+        return text  # YAML 1.1 yes/no/on/off stay strings
+    if value is None or not isinstance(value, (bool, int, float, str, list, dict)):
+        return text  # e.g. dates and empty strings stay as typed
+    return value
+
+
+def parse_cli_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Turn (name, string value) pairs into typed parameters: int, float, bool, list, dict or str."""
+    out: dict[str, Any] = {}
+    for name, text in pairs:
+        if not name.isidentifier():
+            raise ValueError(f"parameter name {name!r} is not a valid python identifier")
+        out[name] = _parse_value(text)
+    return out
+
+
+def declared_parameters(nb_path: str | Path) -> dict[str, dict[str, Any]]:
+    """The parameters declared in the notebook's `parameters` cell, as papermill infers them."""
+    import papermill
+
+    return dict(papermill.inspect_notebook(str(nb_path)))
+
+
+def check_params(nb_path: str | Path, params: dict[str, Any] | None) -> None:
+    """Raise ValueError if any parameter name is not declared in the notebook's `parameters` cell."""
+    if not params:
+        return
+    declared = declared_parameters(nb_path)
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        allowed = ", ".join(f"{k} (default {v.get('default')})" for k, v in declared.items()) or "(none)"
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for {Path(nb_path).name}; "
+                         f"allowed: {allowed}")
+
+
+def _slug(value: Any) -> str:
+    """A short filename-safe rendering of a parameter value."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-") or "x"
+
+
+def output_name(stem: str, params: dict[str, Any] | None) -> str:
+    """The run file name: <stem>.ipynb at defaults, else <stem>__k-v_k-v.ipynb (hashed when too long)."""
+    if not params:
+        return f"{stem}.ipynb"
+    tag = "_".join(f"{k}-{_slug(v)}" for k, v in sorted(params.items()))
+    if len(tag) > _MAX_NAME:
+        tag = hashlib.sha1(repr(sorted(params.items())).encode()).hexdigest()[:10]
+    return f"{stem}__{tag}.ipynb"
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when path lies inside folder."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+@contextlib.contextmanager
+def _kernel_env() -> Iterator[None]:
+    """Make the repository importable in the kernel (prepend ROOT to PYTHONPATH) for the duration."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([old] if old else []))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def _execute(src: Path, out: Path, params: dict[str, Any] | None, progress: bool,
+             timeout: float | None) -> None:
+    """Run papermill on src into out, with the python3 kernel in the notebook's folder."""
+    import papermill
+
+    kwargs: dict[str, Any] = {}
+    if timeout is not None:
+        kwargs["execution_timeout"] = timeout
+    with _kernel_env():
+        papermill.execute_notebook(str(src), str(out), parameters=params or None, kernel_name="python3",
+                                   cwd=str(src.parent), progress_bar=progress, **kwargs)
+
+
+def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: Path = RUNS,
+                name: str | None = None, progress: bool = True, timeout: float | None = None) -> Path:
+    """Execute a chapter (optionally parameterized) into out_dir and return the executed notebook's path."""
+    src = resolve_notebook(nb)
+    check_params(src, params)
+    fname = output_name(src.stem, params) if name is None else (
+        name if name.endswith(".ipynb") else f"{name}.ipynb")
+    out = Path(out_dir) / fname
+    if _inside(out, NOTEBOOKS) or out.resolve() == src:
+        raise ValueError(f"refusing to write run output {out} over/among the source notebooks")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _execute(src, out, params, progress, timeout)
+    return out
+
+
+_VOLATILE_CELL_KEYS = ("papermill", "execution")
+
+
+def _merge_outputs(original: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The original notebook with outputs and execution counts taken from the executed copy."""
+    ran = [c for c in executed.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    by_id = {c.get("id"): c for c in ran if c.get("id")}
+    for i, cell in enumerate(original.cells):
+        for key in _VOLATILE_CELL_KEYS:
+            cell.metadata.pop(key, None)
+        if cell.cell_type != "code":
+            continue
+        done = by_id.get(cell.get("id")) if cell.get("id") else None
+        if done is None:
+            done = ran[i] if i < len(ran) else None
+        if done is None or done.source != cell.source:
+            raise RuntimeError(f"executed notebook does not line up with the source at cell {i}")
+        cell.outputs = done.outputs
+        cell.execution_count = done.execution_count
+    original.metadata.pop("papermill", None)
+    return original
+
+
+def refresh_chapter(nb: str | Path, progress: bool = True, timeout: float | None = None) -> Path:
+    """Re-execute a chapter at defaults and atomically replace the source with outputs (only on success)."""
+    src = resolve_notebook(nb)
+    with tempfile.TemporaryDirectory(prefix="lab-refresh-") as tmp:
+        out = Path(tmp) / src.name
+        _execute(src, out, None, progress, timeout)
+        executed = nbformat.read(out, as_version=4)
+    original = nbformat.read(src, as_version=4)
+    merged = _merge_outputs(original, executed)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{src.stem}.", suffix=".tmp", dir=src.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            nbformat.write(merged, fh)
+        shutil.copymode(src, tmp_name)
+        os.replace(tmp_name, src)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return src
+
+
+def _counts(path: Path) -> tuple[int, int]:
+    """PASS and FAIL verdict counts of an executed notebook."""
+    from lab.report import parse_claims
+
+    try:
+        claims = parse_claims(nbformat.read(path, as_version=4))
+    except (OSError, ValueError):
+        return 0, 0
+    return (sum(c["verdict"] == "PASS" for c in claims), sum(c["verdict"] == "FAIL" for c in claims))
+
+
+def run_workbook(chapters: Iterable[str | Path] | None = None, out_dir: Path = RUNS,
+                 report_dir: Path = REPORT) -> list[Path]:
+    """Run every chapter (or the given ones) at defaults, build the report, raise if any chapter failed."""
+    from tqdm.auto import tqdm
+
+    from lab.report import build_report
+
+    sources = [resolve_notebook(c) for c in chapters] if chapters else list_chapters()
+    if not sources:
+        raise ValueError(f"no chapters found in {NOTEBOOKS}")
+    start = time.perf_counter()
+    executed: list[Path] = []
+    failed: list[str] = []
+    bar = tqdm(sources, desc="workbook", unit="chapter")
+    for src in bar:
+        bar.set_postfix_str(src.stem)
+        t0 = time.perf_counter()
+        out = Path(out_dir) / output_name(src.stem, None)
+        try:
+            run_chapter(src, out_dir=out_dir, progress=False)
+            status = "ok"
+        except Exception as exc:  # noqa: BLE001 - report and keep going
+            failed.append(src.stem)
+            status = f"ERROR {type(exc).__name__}: {getattr(exc, 'evalue', exc)}"
+        npass, nfail = _counts(out) if out.exists() else (0, 0)
+        if out.exists():
+            executed.append(out)
+        tqdm.write(f"{src.stem:<32} {time.perf_counter() - t0:7.1f} s  {npass} PASS  {nfail} FAIL  {status}")
+    bar.close()
+    if executed:
+        index = build_report(executed, out_dir=report_dir)
+        tqdm.write(f"report: {index}")
+    tqdm.write(f"total: {time.perf_counter() - start:.1f} s for {len(sources)} chapter(s)")
+    if failed:
+        raise WorkbookError(f"{len(failed)} chapter(s) failed: {', '.join(failed)}")
+    return executed
