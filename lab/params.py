@@ -34,7 +34,7 @@ class FlatSpec:
     def slices(self) -> dict[str, slice]:
         """Each parameter's slice of the flat vector."""
         out, i = {}, 0
-        for n, k in zip(self.names, self.numels):
+        for n, k in zip(self.names, self.numels, strict=True):
             out[n] = slice(i, i + k)
             i += k
         return out
@@ -53,7 +53,7 @@ def unflatten(theta: torch.Tensor, spec: FlatSpec) -> dict[str, torch.Tensor]:
     if theta.shape[-1] != spec.size:
         raise ValueError(f"theta has {theta.shape[-1]} entries, the model has {spec.size} parameters")
     return {n: theta[..., s].reshape(*theta.shape[:-1], *shape)
-            for (n, s), shape in zip(spec.slices().items(), spec.shapes)}
+            for (n, s), shape in zip(spec.slices().items(), spec.shapes, strict=True)}
 
 
 def layer_slices(spec: FlatSpec) -> dict[str, slice]:
@@ -65,7 +65,10 @@ def layer_slices(spec: FlatSpec) -> dict[str, slice]:
     return out
 
 
-def make_forward(model: nn.Module) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor, FlatSpec]:
+Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_forward(model: nn.Module) -> tuple[Forward, torch.Tensor, FlatSpec]:
     """forward(theta, x): the model as a pure function of its flat parameters (model left untouched)."""
     theta0, spec = flatten(model)
     buffers = {n: b.detach() for n, b in model.named_buffers()}

@@ -1,0 +1,77 @@
+"""Tests for lab.claims: verdict lines, numbers lines and the record of each claim."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from lab.claims import Claim, Claims
+
+VERDICT = re.compile(r"^C\d+[a-z]? (PASS|FAIL)  .+$")
+
+
+def _claims() -> Claims:
+    return Claims("01", {"C1": "noise floor is flat", "C2": "curvature is positive", "C3a": "never checked"})
+
+
+def test_verdict_line_format() -> None:
+    assert Claim("C1", "noise floor is flat", True).verdict() == "C1 PASS  noise floor is flat"
+    assert Claim("C2", "curvature is positive", False).verdict() == "C2 FAIL  curvature is positive"
+    assert VERDICT.match(Claim("C3a", "x", True).verdict())
+
+
+def test_check_outside_ipython_prints_numbers_line(capsys: pytest.CaptureFixture[str]) -> None:
+    c = _claims()
+    got = c.check("C1", True, sigma=1.23456e-7, n=3, name="adam")
+    out = capsys.readouterr().out
+    assert out == "C1 [PASS] sigma=1.23e-07, n=3, name=adam\n"
+    assert got is c.results["C1"] and got.passed is True
+    c.check("C2", 0, ratio=float("nan"))
+    assert capsys.readouterr().out == "C2 [FAIL] ratio=nan\n"
+
+
+def test_numbers_recorded_as_plain_values() -> None:
+    c = _claims()
+    c.check("C1", np.bool_(True), a=np.float64(0.5), b=torch.tensor(2.5), k=np.int64(4), xs=(1, np.float32(2.0)),
+            t=torch.tensor(3), none=None, flag=np.True_)
+    rec = c.results["C1"]
+    assert rec.passed is True
+    assert rec.numbers == {"a": 0.5, "b": 2.5, "k": 4, "xs": [1, 2.0], "t": 3, "none": None, "flag": True}
+    assert type(rec.numbers["a"]) is float and type(rec.numbers["b"]) is float and type(rec.numbers["k"]) is int
+    assert type(rec.numbers["flag"]) is bool
+
+
+def test_verdicts_prints_all_with_unchecked_fail(capsys: pytest.CaptureFixture[str]) -> None:
+    c = _claims()
+    c.check("C1", True, x=1)
+    c.check("C2", False, x=2)
+    capsys.readouterr()
+    c.verdicts()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["C1 PASS  noise floor is flat", "C2 FAIL  curvature is positive",
+                     "C3a FAIL  never checked (not computed)"]
+    assert all(VERDICT.match(s) for s in lines)
+    c.verdicts("C3a")
+    assert capsys.readouterr().out == "C3a FAIL  never checked (not computed)\n"
+    assert c.all_passed is False
+
+
+def test_all_passed() -> None:
+    c = Claims("02", {"C1": "a", "C2": "b"})
+    c.check("C1", True)
+    assert c.all_passed is False  # C2 not computed
+    c.check("C2", True)
+    assert c.all_passed is True
+    c.check("C2", False)  # re-checking replaces the verdict
+    assert c.all_passed is False
+
+
+def test_unknown_claim_raises() -> None:
+    c = _claims()
+    with pytest.raises(KeyError, match="C9"):
+        c.check("C9", True)
+    assert "C9" not in c.results
+    with pytest.raises(KeyError):
+        c.verdicts("C9")

@@ -1,0 +1,146 @@
+"""Tests for lab.params: flat parameter vectors and pure loss functions of them."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.func import grad
+
+from lab.models import SimpleMLP
+from lab.params import batched, flatten, layer_slices, make_loss_fn, unflatten
+
+
+def _mlp(seed: int = 0, dtype: torch.dtype = torch.float64) -> SimpleMLP:
+    torch.manual_seed(seed)
+    return SimpleMLP(width=7, depth=2, activation="tanh", in_dim=5, out_dim=3).to(dtype)
+
+
+def _xy(n: int = 11, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 5, generator=g, dtype=dtype), torch.randint(0, 3, (n,), generator=g)
+
+
+def _snapshot(model: nn.Module) -> list[tuple[str, torch.Tensor, bool, int]]:
+    return [(n, p.detach().clone(), p.requires_grad, p.data_ptr()) for n, p in model.named_parameters()]
+
+
+def test_flatten_unflatten_round_trip_exact() -> None:
+    m = _mlp()
+    theta, spec = flatten(m)
+    assert theta.shape == (sum(p.numel() for p in m.parameters()),) == (spec.size,)
+    assert theta.dtype == torch.float64
+    back = unflatten(theta, spec)
+    assert list(back) == [n for n, _ in m.named_parameters()]
+    for n, p in m.named_parameters():
+        assert back[n].shape == p.shape
+        assert torch.equal(back[n], p.detach())
+    # flatten again from the unflattened views: bit-identical
+    theta2 = torch.cat([v.reshape(-1) for v in back.values()])
+    assert torch.equal(theta2, theta)
+    # flatten returns a copy, not a view of the model's storage
+    theta[0] += 1.0
+    assert not torch.equal(theta[:1], next(m.parameters()).detach().reshape(-1)[:1])
+
+
+def test_unflatten_batched_and_wrong_size() -> None:
+    m = _mlp()
+    theta, spec = flatten(m)
+    many = torch.stack([theta, 2 * theta, -theta])
+    back = unflatten(many, spec)
+    for n, p in m.named_parameters():
+        assert back[n].shape == (3, *p.shape)
+        assert torch.equal(back[n][1], 2 * p.detach())
+    with pytest.raises(ValueError, match=str(spec.size)):
+        unflatten(theta[:-1], spec)
+
+
+def test_batched_equals_per_point_loss() -> None:
+    m = _mlp()
+    x, y = _xy()
+    loss_fn, theta0, _ = make_loss_fn(m, x, y)
+    g = torch.Generator().manual_seed(2)
+    thetas = theta0 + 0.3 * torch.randn(10, theta0.numel(), generator=g, dtype=torch.float64)
+    got = batched(loss_fn, thetas, chunk_size=3)  # chunks of 3, 3, 3, 1
+    want = torch.stack([loss_fn(t) for t in thetas])
+    assert got.shape == (10,) and got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    # and loss_fn itself equals the model's own forward + cross-entropy at theta0
+    torch.testing.assert_close(loss_fn(theta0), nn.functional.cross_entropy(m(x), y), rtol=1e-12, atol=0)
+    # the points really differ, so equality above is not trivial
+    assert got.unique().numel() == 10
+    with pytest.raises(ValueError, match="2-D"):
+        batched(loss_fn, theta0)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_model_untouched(mode: str) -> None:
+    m = _mlp()
+    getattr(m, mode)()
+    before = _snapshot(m)
+    x, y = _xy()
+    loss_fn, theta0, _ = make_loss_fn(m, x, y)
+    thetas = theta0 + torch.randn(4, theta0.numel(), dtype=torch.float64)
+    batched(loss_fn, thetas)
+    g = grad(loss_fn)(theta0 + 1.0)
+    assert g.shape == theta0.shape and torch.isfinite(g).all() and g.abs().sum() > 0
+    after = _snapshot(m)
+    assert [(n, rg, ptr) for n, _, rg, ptr in after] == [(n, rg, ptr) for n, _, rg, ptr in before]
+    for (_, a, _, _), (_, b, _, _) in zip(after, before, strict=True):
+        assert torch.equal(a, b)
+    assert all(p.grad is None for p in m.parameters())
+    assert m.training is (mode == "train")
+    assert all(mod.training is (mode == "train") for mod in m.modules())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_loss_in_theta_dtype(dtype: torch.dtype, loss: str) -> None:
+    m = _mlp(dtype=torch.float32)
+    x, y = _xy(dtype=torch.float32)
+    if loss == "mse":
+        y = torch.randn(len(x), 3)
+    loss_fn, theta0, _ = make_loss_fn(m, x, y, loss=loss)
+    assert theta0.dtype == torch.float32
+    th = theta0.to(dtype)
+    out = loss_fn(th)
+    assert out.dtype == dtype and out.shape == ()
+    assert batched(loss_fn, th[None].repeat(2, 1)).dtype == dtype
+    assert grad(loss_fn)(th).dtype == dtype
+    ref = loss_fn(theta0.double()).item()
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 5e-2}[dtype]
+    assert abs(out.item() - ref) <= tol * abs(ref)
+    if dtype != torch.float64:  # really computed in the low precision, not in float64 then cast
+        assert out.item() != ref
+
+
+def test_layer_slices_group_weight_and_bias() -> None:
+    m = _mlp()
+    _, spec = flatten(m)
+    ls = layer_slices(spec)
+    linears = {n: mod for n, mod in m.named_modules() if isinstance(mod, nn.Linear)}
+    assert list(ls) == list(linears) == ["0", "2", "4"]
+    start = 0
+    for name, mod in linears.items():
+        s = ls[name]
+        k = mod.weight.numel() + mod.bias.numel()
+        assert (s.start, s.stop) == (start, start + k)
+        start += k
+    assert start == spec.size
+    theta, _ = flatten(m)
+    w, b = m[2].weight.detach(), m[2].bias.detach()
+    assert torch.equal(theta[ls["2"]], torch.cat([w.reshape(-1), b]))
+
+
+@pytest.mark.xfail(reason="lab bug: make_loss_fn on a train()-mode model with BatchNorm is not pure — functional_call "
+                          "updates the caller's running stats in place (buffers are shared, not copied) and batched() "
+                          "raises under vmap", strict=True)
+def test_loss_fn_pure_for_train_mode_batchnorm() -> None:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)).double().train()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
+    bufs = {n: b.clone() for n, b in m.named_buffers()}
+    loss_fn, theta0, _ = make_loss_fn(m, x, y)
+    a, b = loss_fn(theta0), loss_fn(theta0)
+    assert torch.equal(a, b)
+    assert all(torch.equal(bufs[n], buf) for n, buf in m.named_buffers())
+    batched(loss_fn, theta0[None].repeat(2, 1))
