@@ -53,7 +53,7 @@ class Claims:
         self.statements = dict(statements)
         self.results: dict[str, Claim] = {}
 
-    def check(self, cid: str, passed: bool, **numbers: Any) -> Claim:
+    def check(self, cid: str, passed: bool, **numbers: Any) -> None:
         """Decide claim `cid`, show its numbers and record them in the notebook as a claim+json output."""
         if cid not in self.statements:
             raise KeyError(f"unknown claim {cid!r}; declared: {sorted(self.statements)}")
@@ -66,11 +66,10 @@ class Claims:
             from IPython.display import display
             if get_ipython() is not None:
                 display({MIMETYPE: record, "text/plain": c.numbers_line()}, raw=True)
-                return c
+                return
         except ImportError:  # pragma: no cover
             pass
         print(c.numbers_line())
-        return c
 
     def verdicts(self, *ids: str) -> None:
         """Print the verdict lines of the given claims (all declared if none); an unchecked claim FAILs."""

@@ -170,3 +170,9 @@ def minibatch_loss_std(per_sample: np.ndarray, batch_sizes, n_batches: int = 200
         means = [per_sample[rng.choice(len(per_sample), b, replace=False)].mean() for _ in range(n_batches)]
         out.append(np.std(means, ddof=1))
     return np.array(out)
+
+
+def power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares fit of log y = a·log x + log c: returns (a, c)."""
+    a, logc = np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float)), 1)
+    return float(a), float(np.exp(logc))

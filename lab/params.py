@@ -71,7 +71,7 @@ Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def make_forward(model: nn.Module) -> tuple[Forward, torch.Tensor, FlatSpec]:
     """forward(theta, x): the model as a pure function of its flat parameters (model left untouched)."""
     theta0, spec = flatten(model)
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}  # never the caller's
 
     def forward(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         bufs = {n: (b.to(theta.dtype) if b.is_floating_point() else b) for n, b in buffers.items()}

@@ -17,3 +17,10 @@ def figure_dir(chapter: str) -> Path:
     d = FIGURES / chapter
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def results_dir(chapter: str) -> Path:
+    """Folder for one chapter's saved tables (git-ignored, under runs/results/)."""
+    d = RUNS / "results" / chapter
+    d.mkdir(parents=True, exist_ok=True)
+    return d

@@ -88,13 +88,15 @@ def doubling_probe(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch
 
 
 def ulp_threshold(theta: torch.Tensor, direction: torch.Tensor, dtype: torch.dtype) -> float:
-    """Largest h at which θ + h·d (perturbed in float64) still rounds to θ in every coordinate of `dtype`.
+    """Largest h at which θ + h·d (perturbed in float64) still rounds to the stored θ in every coordinate.
 
-    Coordinate i moves once h·|d_i| exceeds half the gap to its neighbour in the direction of d_i.
+    Coordinate i moves once θ_i + h·d_i crosses the rounding boundary (half-way to the neighbour of the stored
+    value in the direction of d_i); θ itself need not be representable in `dtype`.
     """
     from lab.precision import neighbour
-    th = theta.detach().to(dtype)
-    d = direction.detach().double()
-    gap = (neighbour(th, torch.sign(d)).double() - th.double()).abs()
-    ratio = 0.5 * gap / d.abs().clamp_min(1e-300)
-    return float(ratio[d != 0].min())
+    th64 = theta.detach().double()
+    stored = th64.to(dtype)
+    d = direction.detach().double().to(th64.device)
+    boundary = 0.5 * (stored.double() + neighbour(stored, torch.sign(d)).double())
+    dist = (boundary - th64).abs() / d.abs().clamp_min(1e-300)
+    return float(dist[d != 0].min())

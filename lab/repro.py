@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ def get_device(device: str) -> torch.device:
 def setup(seed: int = 0, device: str = "cpu", deterministic: bool = True, tf32: bool = False) -> dict:
     """Seed every generator, set deterministic algorithms and TF32, choose the device; return the stamp."""
     dev = get_device(device)
+    # torch's own internals call the deprecated torch.jit.script; the warning is noise in chapter outputs
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

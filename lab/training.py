@@ -13,10 +13,11 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch
 
 @dataclass
 class History:
-    """Loss before each step and the length ‖Δθ‖ of each step."""
+    """Loss before each step, the length ‖Δθ‖ of each step, and the last step Δθ itself."""
 
     loss: np.ndarray
     step_norm: np.ndarray
+    last_step: torch.Tensor | None = None
 
 
 def train(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, steps: int, opt: str = "adam",
@@ -26,7 +27,7 @@ def train(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, 
         raise ValueError(f"parameter 'opt' = {opt!r} is not allowed: expected one of {tuple(OPTIMIZERS)}")
     p = theta.detach().clone().requires_grad_(True)
     o = OPTIMIZERS[opt]([p], lr=lr, **opt_kwargs)
-    losses, norms = [], []
+    losses, norms, last = [], [], None
     for _ in tqdm(range(steps), desc=f"train ({opt}, lr={lr:g})", disable=not progress, leave=False):
         o.zero_grad()
         loss = loss_fn(p)
@@ -34,5 +35,6 @@ def train(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, 
         before = p.detach().clone()
         o.step()
         losses.append(float(loss.detach()))
-        norms.append(float((p.detach() - before).norm()))
-    return p.detach(), History(np.array(losses), np.array(norms))
+        last = p.detach() - before
+        norms.append(float(last.norm()))
+    return p.detach(), History(np.array(losses), np.array(norms), last)
