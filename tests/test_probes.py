@@ -117,7 +117,7 @@ def test_changed_positive_at_2p5_threshold(mlp_problem) -> None:
 def test_changed_zero_below_threshold_for_off_grid_theta(mlp_problem) -> None:
     loss_fn, theta0, d = mlp_problem
     thr = ulp_threshold(theta0, d, torch.bfloat16)
-    pr = doubling_probe(loss_fn, theta0, d, h_min=thr / 2**20, decades=6, dtype=torch.bfloat16)
+    pr = doubling_probe(loss_fn, theta0, d, h_min=thr / 2**20, decades=7, dtype=torch.bfloat16)
     assert np.all(pr.changed[pr.h < thr] == 0.0)
     assert pr.changed[np.searchsorted(pr.h, 2 * thr)] > 0
 
