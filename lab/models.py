@@ -26,9 +26,21 @@ class SimpleMLP(nn.Sequential):
         self.width, self.depth, self.activation = width, depth, activation
 
 
-def linear_regression(d: int, bias: bool = True) -> nn.Linear:
-    """y = Xw + b as a module."""
-    return nn.Linear(d, 1, bias=bias)
+class LinearRegression(nn.Module):
+    """y = Xw + b, returning shape (n,) so that it meets targets of shape (n,) without broadcasting."""
+
+    def __init__(self, d: int, bias: bool = True):
+        super().__init__()
+        self.linear = nn.Linear(d, 1, bias=bias)
+
+    def forward(self, x):
+        """Predictions, shape (n,)."""
+        return self.linear(x).squeeze(-1)
+
+
+def linear_regression(d: int, bias: bool = True) -> LinearRegression:
+    """y = Xw + b as a module (parameters: linear.weight then linear.bias, as in the design matrix [X, 1])."""
+    return LinearRegression(d, bias)
 
 
 class Seed002Net(nn.Module):

@@ -140,10 +140,14 @@ def crossover_h(sigma: float, curvature: float) -> float:
     return float(np.sqrt(fd_noise(sigma) / abs(curvature)))
 
 
-def observed_crossover(h: np.ndarray, fd: np.ndarray, fd_ref: np.ndarray) -> float:
-    """Smallest h from which on the FD error stays below the reference signal: |fd − fd_ref| < |fd_ref|."""
-    good = np.abs(fd - fd_ref) < np.abs(fd_ref)
-    bad = np.where(~good)[0]
+def observed_crossover(h: np.ndarray, fd: np.ndarray, fd_ref: np.ndarray, window: int = 5) -> float:
+    """Smallest h from which on the running median (over `window` doublings) of |fd − fd_ref|/|fd_ref| stays below 1."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(fd - fd_ref) / np.abs(fd_ref)
+    rel = np.where(np.isfinite(rel), rel, np.inf)
+    half = window // 2
+    med = np.array([np.median(rel[max(0, i - half):i + half + 1]) for i in range(len(rel))])
+    bad = np.where(med >= 1)[0]
     if len(bad) == 0:
         return float(h[0])
     return float(h[bad[-1] + 1]) if bad[-1] + 1 < len(h) else float("nan")
