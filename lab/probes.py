@@ -100,3 +100,29 @@ def ulp_threshold(theta: torch.Tensor, direction: torch.Tensor, dtype: torch.dty
     boundary = 0.5 * (stored.double() + neighbour(stored, torch.sign(d)).double())
     dist = (boundary - th64).abs() / d.abs().clamp_min(1e-300)
     return float(dist[d != 0].min())
+
+
+def relu_flips(model: torch.nn.Sequential, theta: torch.Tensor, direction: torch.Tensor, hs: np.ndarray,
+               x: torch.Tensor) -> np.ndarray:
+    """Number of (sample, hidden unit) ReLU on/off changes between θ and θ + h·d, for each h (float64)."""
+    from lab.params import make_forward
+    _, _, spec = make_forward(model)
+    from lab.params import unflatten
+
+    def pattern(th: torch.Tensor) -> torch.Tensor:
+        params = unflatten(th, spec)
+        out, h_ = [], x.double()
+        for i, layer in enumerate(model):
+            if isinstance(layer, torch.nn.Linear):
+                h_ = torch.nn.functional.linear(h_, params[f"{i}.weight"], params.get(f"{i}.bias"))
+            elif isinstance(layer, torch.nn.ReLU):
+                out.append(h_ > 0)
+                h_ = torch.relu(h_)
+            else:
+                raise ValueError(f"relu_flips supports Linear/ReLU Sequential models, found {type(layer).__name__}")
+        return torch.cat([o.reshape(len(x), -1) for o in out], 1)
+
+    th64, d64 = theta.detach().double(), direction.detach().double()
+    with torch.no_grad():
+        base = pattern(th64)
+        return np.array([int((pattern(th64 + float(h) * d64) != base).sum()) for h in hs])

@@ -67,6 +67,10 @@ def problems(nb: nbformat.NotebookNode, path: Path) -> list[str]:
     found = papermill.inspect_notebook(str(path)) if len(params) == 1 else {}
     if not any(p.get("inferred_type_name") not in (None, "None") for p in found.values()):
         out.append("no type-annotated parameter")
+    if len(params) == 1:
+        declared = [ln for ln in cells[params[0]].source.splitlines() if ln.strip() and not ln.startswith("#")]
+        if len(found) != len(declared):
+            out.append(f"papermill parses {len(found)} of the {len(declared)} parameter lines (avoid '=' in comments)")
     if "dtype" in found and "device" not in found:
         out.append("a chapter with a dtype parameter needs a device parameter")
     return out
