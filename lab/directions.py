@@ -28,7 +28,8 @@ def filter_normalized(theta: torch.Tensor, spec: FlatSpec, generator: torch.Gene
     A filter is one output neuron: a row of a weight matrix (or an output channel of a conv kernel).
     bias='zero' sets bias directions to 0 (Li et al.'s choice, so d changes only weights); bias='filter' treats
     each bias entry as part of its neuron's filter, normalizing [w_i, b_i] jointly. 1-D weights (norm layers)
-    are normalized as a whole. The result is not unit-norm: its norm is close to ‖weights of θ‖.
+    are normalized as a whole. The result is not unit-norm: its norm is close to ‖weights of θ‖. Only bias='zero'
+    makes the direction exactly invariant to ReLU rescalings (layer·α, next layer·1/α).
     """
     if bias not in BIAS_MODES:
         raise ValueError(f"parameter 'bias' = {bias!r} is not allowed: expected one of {BIAS_MODES}")
