@@ -95,3 +95,10 @@ def linear_regression(n: int = 200, d: int = 10, noise: float = 0.1, cond: float
 def seed002_target(x: torch.Tensor) -> torch.Tensor:
     """The target of the learning-rate notes (seed 002): x[:, -1]·x[:, -2] / (1e-3 + x[:, -3]²)."""
     return x[:, -1] * x[:, -2] / (1e-3 + x[:, -3] ** 2)
+
+
+def pooled(x: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """Average-pool flattened 28×28 images by `factor` (4 → 7×7 = 49 features): nets small enough for dense Hessians."""
+    n = len(x)
+    img = x.reshape(n, 1, 28, 28)
+    return torch.nn.functional.avg_pool2d(img, factor).reshape(n, -1)

@@ -1,9 +1,13 @@
-"""Hessian-vector products of a pure loss of the flat parameter vector (forward-over-reverse, torch.func)."""
+"""Hessian-vector products, eigenpairs, traces and spectral densities of a pure loss of the flat parameter vector."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.linalg import eigh_tridiagonal
+from scipy.sparse.linalg import LinearOperator, eigsh
 from torch.func import grad, jvp
 
 
@@ -16,3 +20,330 @@ def directional_curvature(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta
                           d: torch.Tensor) -> float:
     """dᵀ H d / dᵀd: the second derivative of the loss along d (float64 recommended)."""
     return float(d @ hvp(loss_fn, theta, d) / (d @ d))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Operators: v ↦ H v without forming H.
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+Operator = Callable[[torch.Tensor], torch.Tensor]
+
+
+class _HVP:
+    """v ↦ H(θ)·v, forward-over-reverse with a double-backward fallback; `.count` counts applications."""
+
+    def __init__(self, loss_fn: LossFn, theta: torch.Tensor):
+        self.loss_fn, self.theta = loss_fn, theta.detach()
+        self.count = 0
+        self.mode = "jvp"  # switches to "double_backward" the first time forward mode is unavailable
+        self._leaf: torch.Tensor | None = None
+        self._grad: torch.Tensor | None = None
+
+    def _double_backward(self, v: torch.Tensor) -> torch.Tensor:
+        if self._grad is None:  # build the gradient graph once and reuse it for every product
+            with torch.enable_grad():
+                self._leaf = self.theta.clone().requires_grad_(True)
+                self._grad = torch.autograd.grad(self.loss_fn(self._leaf), self._leaf, create_graph=True)[0]
+        with torch.enable_grad():
+            return torch.autograd.grad(self._grad, self._leaf, v, retain_graph=True)[0]
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        v = torch.as_tensor(v).to(dtype=self.theta.dtype, device=self.theta.device).reshape(self.theta.shape)
+        self.count += 1
+        if self.mode == "jvp":
+            try:
+                return hvp(self.loss_fn, self.theta, v).detach()
+            except (NotImplementedError, RuntimeError):
+                self.mode = "double_backward"
+        return self._double_backward(v).detach()
+
+
+class _WeightedSum:
+    """v ↦ Σ_b w_b H_b v over per-batch operators; `.count` counts applications of the whole sum."""
+
+    def __init__(self, ops: list[_HVP], weights: list[float]):
+        self.ops, self.weights = ops, weights
+        self.count = 0
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.count += 1
+        out = None
+        for op, w in zip(self.ops, self.weights, strict=True):
+            hv = w * op(v)
+            out = hv if out is None else out + hv
+        return out
+
+
+def hvp_operator(loss_fn: LossFn, theta: torch.Tensor) -> Operator:
+    """v ↦ H(θ)·v (torch.func.jvp of torch.func.grad, else double backward); `.count` counts the products."""
+    return _HVP(loss_fn, theta)
+
+
+def minibatch_hvp_operator(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                           theta: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> Operator:
+    """v ↦ Σ_b (n_b/N) H_b v: the Hessian of the mean loss over all N samples, from per-batch mean losses."""
+    batches = list(batches)
+    if not batches:
+        raise ValueError("parameter 'batches' is empty: expected a non-empty list of (x, y) pairs")
+    sizes = [len(x) for x, _ in batches]
+    if min(sizes) < 1:
+        raise ValueError(f"parameter 'batches' has batch sizes {sizes}: every batch needs at least one sample")
+    total = sum(sizes)
+
+    def bind(x: torch.Tensor, y: torch.Tensor) -> LossFn:
+        return lambda t: loss_on_batch(t, x, y)
+
+    return _WeightedSum([_HVP(bind(x, y), theta) for x, y in batches], [n / total for n in sizes])
+
+
+def dense_hessian(loss_fn: LossFn, theta: torch.Tensor, max_bytes: float = 2**30) -> torch.Tensor:
+    """The full P × P Hessian by torch.func.hessian, refused when it would exceed max_bytes."""
+    p = theta.numel()
+    need = p * p * theta.element_size()
+    if need > max_bytes:
+        raise ValueError(f"parameter 'max_bytes' = {max_bytes:.4g}: the dense Hessian of P = {p} parameters needs "
+                         f"{need} bytes ({need / 2**30:.3g} GiB); raise 'max_bytes' or use top_eigs (Lanczos on "
+                         f"Hessian-vector products) instead")
+    return torch.func.hessian(loss_fn)(theta.detach()).detach()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Extreme eigenpairs.
+
+@dataclass
+class Eigs:
+    """Eigenpairs: values descending (algebraic for top_eigs, by magnitude for power_iteration), unit vector columns."""
+
+    values: np.ndarray
+    vectors: torch.Tensor
+    residuals: np.ndarray
+    n_hvp: int
+
+
+WHICH = ("LA", "SA")
+
+
+def _counted(op: Operator) -> int:
+    return int(getattr(op, "count", 0))
+
+
+def _residuals(op: Operator, values: np.ndarray, vectors: torch.Tensor) -> np.ndarray:
+    """‖Hv − λv‖ for each column, one HVP each."""
+    out = []
+    for lam, v in zip(values, vectors.T, strict=True):
+        r = op(v).to(torch.float64) - float(lam) * v.to(torch.float64)
+        out.append(float(torch.linalg.vector_norm(r)))
+    return np.asarray(out, dtype=np.float64)
+
+
+def top_eigs(loss_fn: LossFn, theta: torch.Tensor, k: int = 5, which: str = "LA", tol: float = 1e-8, seed: int = 0,
+             operator: Operator | None = None) -> Eigs:
+    """k largest ("LA") or smallest ("SA") algebraic Hessian eigenpairs by Lanczos (scipy eigsh) on HVPs.
+
+    n_hvp counts every product, including the k used for the residuals.
+    """
+    if which not in WHICH:
+        raise ValueError(f"parameter 'which' = {which!r} is not allowed: expected one of {WHICH} (largest / smallest "
+                         f"algebraic); largest magnitude is not offered, as it mixes the two ends of the spectrum")
+    p = theta.numel()
+    if not 1 <= k < p:
+        raise ValueError(f"parameter 'k' = {k} is not allowed: expected 1 <= k < P = {p} (use dense_hessian for all)")
+    op = operator if operator is not None else hvp_operator(loss_fn, theta)
+    start = _counted(op)
+    calls = 0
+
+    def matvec(x: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1)).to(theta.device)
+        return op(v.to(theta.dtype)).detach().to(device="cpu", dtype=torch.float64).numpy()
+
+    lin = LinearOperator((p, p), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(p)
+    vals, vecs = eigsh(lin, k=k, which=which, tol=tol, v0=v0)
+    order = np.argsort(vals)[::-1]
+    vals, vecs = vals[order], vecs[:, order]
+    vectors = torch.from_numpy(vecs / np.linalg.norm(vecs, axis=0)).to(device=theta.device, dtype=theta.dtype)
+    res = _residuals(op, vals, vectors)
+    n = _counted(op) - start if hasattr(op, "count") else calls + k
+    return Eigs(values=np.asarray(vals, dtype=np.float64), vectors=vectors, residuals=res, n_hvp=n)
+
+
+def power_iteration(loss_fn: LossFn, theta: torch.Tensor, k: int = 1, iters: int = 100, seed: int = 0) -> Eigs:
+    """Deflated power iteration: the k largest-MAGNITUDE eigenpairs (a negative one wins if it is largest in size).
+
+    Unlike top_eigs(which="LA") this finds max |λ|, so values come out by descending |λ|, not algebraically sorted.
+    """
+    p = theta.numel()
+    if not 1 <= k <= p:
+        raise ValueError(f"parameter 'k' = {k} is not allowed: expected 1 <= k <= P = {p}")
+    if iters < 1:
+        raise ValueError(f"parameter 'iters' = {iters} is not allowed: expected iters >= 1")
+    op = hvp_operator(loss_fn, theta)
+    gen = torch.Generator().manual_seed(seed)
+    found: list[torch.Tensor] = []
+    vals: list[float] = []
+    res: list[float] = []
+
+    def deflate(x: torch.Tensor) -> torch.Tensor:
+        for q in found:
+            x = x - (q @ x) * q
+        return x
+
+    for _ in range(k):
+        v = deflate(torch.randn(p, generator=gen, dtype=torch.float64).to(theta.device))
+        v = v / torch.linalg.vector_norm(v)
+        for _ in range(iters):
+            w = deflate(op(v).to(torch.float64))
+            norm = torch.linalg.vector_norm(w)
+            if norm == 0:  # v lies in the null space of the deflated operator
+                break
+            v = w / norm
+        v = deflate(v)
+        v = v / torch.linalg.vector_norm(v)
+        hv = op(v).to(torch.float64)
+        lam = float(v @ hv)
+        res.append(float(torch.linalg.vector_norm(hv - lam * v)))
+        vals.append(lam)
+        found.append(v)
+    vectors = torch.stack(found, dim=1).to(dtype=theta.dtype) if found else torch.empty(p, 0, dtype=theta.dtype)
+    return Eigs(values=np.asarray(vals), vectors=vectors, residuals=np.asarray(res), n_hvp=op.count)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Trace estimators.
+
+def _rademacher(p: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """A p × n matrix of ±1 entries (float64, CPU)."""
+    return torch.randint(0, 2, (p, n), generator=gen).to(torch.float64).mul_(2).sub_(1)
+
+
+def _mean_se(samples: list[float]) -> tuple[float, float]:
+    a = np.asarray(samples, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")
+
+
+def hutchinson_trace(loss_fn: LossFn, theta: torch.Tensor, n: int = 100, seed: int = 0) -> tuple[float, float]:
+    """tr H ≈ mean of zᵀHz over n Rademacher probes z: (estimate, standard error)."""
+    if n < 2:
+        raise ValueError(f"parameter 'n' = {n} is not allowed: expected n >= 2 (for a standard error)")
+    op = hvp_operator(loss_fn, theta)
+    z = _rademacher(theta.numel(), n, torch.Generator().manual_seed(seed)).to(theta.device)
+    return _mean_se([float(z[:, i] @ op(z[:, i]).to(torch.float64)) for i in range(n)])
+
+
+def hutchpp_trace(loss_fn: LossFn, theta: torch.Tensor, n: int = 99, seed: int = 0) -> tuple[float, float]:
+    """Hutch++ (Meyer et al. 2021) with n HVPs: exact trace on a sketched top subspace + Hutchinson on the rest.
+
+    Returns (estimate, standard error); the error is the complement's sample std / √(#probes), as the subspace
+    part is exact given the sketch.
+    """
+    if n < 4:
+        raise ValueError(f"parameter 'n' = {n} is not allowed: expected n >= 4 (n // 3 sketch columns, >= 2 probes)")
+    p = theta.numel()
+    op = hvp_operator(loss_fn, theta)
+    gen = torch.Generator().manual_seed(seed)
+    m = min(n // 3, p)
+    s = _rademacher(p, m, gen).to(theta.device)
+    g = _rademacher(p, n - 2 * m, gen).to(theta.device)
+    hs = torch.stack([op(s[:, j]).to(torch.float64) for j in range(m)], dim=1)
+    q = torch.linalg.qr(hs).Q
+    top = sum(float(q[:, j] @ op(q[:, j]).to(torch.float64)) for j in range(m))
+    g = g - q @ (q.T @ g)
+    est, se = _mean_se([float(g[:, i] @ op(g[:, i]).to(torch.float64)) for i in range(g.shape[1])])
+    return top + est, se
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Spectral density (stochastic Lanczos quadrature).
+
+def _lanczos(op: Operator, q0: torch.Tensor, m: int, dtype: torch.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """m-step Lanczos with full reorthogonalization from unit q0: (alpha, beta), stopping early at breakdown."""
+    p = q0.numel()
+    steps = min(m, p)
+    basis = torch.zeros(p, steps, dtype=torch.float64, device=q0.device)
+    basis[:, 0] = q0
+    alpha: list[float] = []
+    beta: list[float] = []
+    scale = 0.0
+    for j in range(steps):
+        q = basis[:, j]
+        w = op(q.to(dtype)).to(torch.float64)
+        a = float(q @ w)
+        alpha.append(a)
+        w = w - a * q - (beta[-1] * basis[:, j - 1] if j > 0 else 0.0)
+        for _ in range(2):  # full reorthogonalization, twice is enough
+            w = w - basis[:, :j + 1] @ (basis[:, :j + 1].T @ w)
+        b = float(torch.linalg.vector_norm(w))
+        scale = max(scale, abs(a) + b + (beta[-1] if beta else 0.0))
+        if j + 1 == steps or b <= scale * np.sqrt(torch.finfo(dtype).eps):
+            break
+        beta.append(b)
+        basis[:, j + 1] = w / b
+    return np.asarray(alpha), np.asarray(beta)
+
+
+def slq_density(loss_fn: LossFn, theta: torch.Tensor, n_runs: int = 10, m: int = 60, seed: int = 0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Stochastic Lanczos quadrature: (nodes, weights), each (n_runs, m); all weights sum to 1.
+
+    Runs that stop early (Lanczos breakdown, or m > P) are padded with zero-weight nodes at their largest Ritz value.
+    """
+    if n_runs < 1 or m < 1:
+        raise ValueError(f"parameters 'n_runs' = {n_runs}, 'm' = {m} are not allowed: expected both >= 1")
+    p = theta.numel()
+    op = hvp_operator(loss_fn, theta)
+    gen = torch.Generator().manual_seed(seed)
+    nodes = np.zeros((n_runs, m))
+    weights = np.zeros((n_runs, m))
+    for r in range(n_runs):
+        q0 = _rademacher(p, 1, gen)[:, 0].to(theta.device) / np.sqrt(p)
+        alpha, beta = _lanczos(op, q0, m, theta.dtype)
+        ritz, vecs = eigh_tridiagonal(alpha, beta) if len(alpha) > 1 else (alpha, np.ones((1, 1)))
+        j = len(ritz)
+        nodes[r, :j], nodes[r, j:] = ritz, ritz[-1]
+        weights[r, :j] = vecs[0, :] ** 2 / n_runs
+    return nodes, weights / weights.sum()
+
+
+def spectral_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
+    """Σ w·N(grid; node, σ²): the SLQ density broadened by Gaussians of width sigma (integrates to ~1)."""
+    if not sigma > 0:
+        raise ValueError(f"parameter 'sigma' = {sigma} is not allowed: expected sigma > 0")
+    t = np.asarray(grid, dtype=np.float64)
+    x, w = np.asarray(nodes, dtype=np.float64).ravel(), np.asarray(weights, dtype=np.float64).ravel()
+    keep = w > 0
+    x, w = x[keep], w[keep]
+    out = np.zeros(t.shape, dtype=np.float64)
+    for i in range(0, len(x), 256):  # chunks keep the grid × nodes block small
+        d = (t.reshape(-1, 1) - x[i:i + 256]) / sigma
+        out += (np.exp(-0.5 * d**2) @ w[i:i + 256]).reshape(t.shape)
+    return out / (sigma * np.sqrt(2 * np.pi))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rank and conditioning with a dtype-aware tolerance.
+
+def _eps(dtype: torch.dtype | np.dtype | type) -> float:
+    return float(torch.finfo(dtype).eps if isinstance(dtype, torch.dtype) else np.finfo(dtype).eps)
+
+
+def rank_tolerance(values: np.ndarray, dtype: torch.dtype = torch.float64, size: int | None = None) -> float:
+    """max|λ| · size · eps(dtype), size defaulting to len(values): eigenvalues below it are numerically zero."""
+    a = np.abs(np.asarray(values, dtype=np.float64)).ravel()
+    if a.size == 0:
+        return 0.0
+    return float(a.max() * (a.size if size is None else size) * _eps(dtype))
+
+
+def numerical_rank(values: np.ndarray, dtype: torch.dtype = torch.float64, size: int | None = None) -> int:
+    """The number of eigenvalues with |λ| above rank_tolerance."""
+    a = np.abs(np.asarray(values, dtype=np.float64)).ravel()
+    return int((a > rank_tolerance(a, dtype, size)).sum()) if a.size else 0
+
+
+def condition_number(values: np.ndarray, dtype: torch.dtype = torch.float64, size: int | None = None) -> float:
+    """max|λ| / min|λ| over the eigenvalues above rank_tolerance (nan if none are)."""
+    a = np.abs(np.asarray(values, dtype=np.float64)).ravel()
+    a = a[a > rank_tolerance(a, dtype, size)] if a.size else a
+    return float(a.max() / a.min()) if a.size else float("nan")

@@ -38,6 +38,28 @@ class LinearRegression(nn.Module):
         return self.linear(x).squeeze(-1)
 
 
+class ResidualMLP(nn.Module):
+    """in_dim → width, then `depth` residual blocks x ← x + act(Wx + b), → out_dim (a skip-connection MLP)."""
+
+    def __init__(self, width: int = 32, depth: int = 4, activation: str = "relu", in_dim: int = 784,
+                 out_dim: int = 10):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"parameter 'activation' = {activation!r} is not allowed: "
+                             f"expected one of {tuple(ACTIVATIONS)}")
+        self.inp = nn.Linear(in_dim, width)
+        self.blocks = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        self.out = nn.Linear(width, out_dim)
+        self.act = ACTIVATIONS[activation]()
+
+    def forward(self, x):
+        """Forward pass."""
+        x = self.act(self.inp(x))
+        for block in self.blocks:
+            x = x + self.act(block(x))
+        return self.out(x)
+
+
 def linear_regression(d: int, bias: bool = True) -> LinearRegression:
     """y = Xw + b as a module (parameters: linear.weight then linear.bias, as in the design matrix [X, 1])."""
     return LinearRegression(d, bias)

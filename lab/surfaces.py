@@ -1,0 +1,60 @@
+"""Loss surfaces on planes in parameter space (batched with vmap) and trajectory PCA, saved for redrawing."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lab.params import batched
+
+
+@dataclass
+class Surface:
+    """L(θ + a·d1 + b·d2) on a grid, with its coordinates and metadata."""
+
+    a: np.ndarray
+    b: np.ndarray
+    loss: np.ndarray            # shape (len(b), len(a))
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        """Write coordinates, values and metadata (JSON) to an .npz file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, a=self.a, b=self.b, loss=self.loss, meta=json.dumps(self.meta))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Surface:
+        """Read a surface written by save()."""
+        z = np.load(path, allow_pickle=False)
+        return cls(z["a"], z["b"], z["loss"], json.loads(str(z["meta"])))
+
+
+def plane(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor,
+          a: np.ndarray, b: np.ndarray, dtype: torch.dtype | None = None, chunk_size: int = 64,
+          meta: dict | None = None) -> Surface:
+    """Loss on the grid θ + a_i·d1 + b_j·d2, all points evaluated as vmapped batches."""
+    dtype = dtype or theta.dtype
+    aa, bb = np.meshgrid(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+    ta = torch.as_tensor(aa.reshape(-1), dtype=torch.float64, device=theta.device)[:, None]
+    tb = torch.as_tensor(bb.reshape(-1), dtype=torch.float64, device=theta.device)[:, None]
+    pts = (theta.double()[None] + ta * d1.double()[None] + tb * d2.double()[None]).to(dtype)
+    with torch.no_grad():
+        vals = batched(loss_fn, pts, chunk_size).double().cpu().numpy()
+    return Surface(np.asarray(a, float), np.asarray(b, float), vals.reshape(aa.shape), dict(meta or {}))
+
+
+def trajectory_pca(thetas: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """PCA of a training trajectory around its last point (Li et al.): directions, coordinates, variance ratios."""
+    final = thetas[-1].double()
+    m = thetas.double() - final[None]
+    u, s, vh = torch.linalg.svd(m, full_matrices=False)
+    dirs = vh[:k].T.contiguous()
+    coords = (m @ dirs).cpu().numpy()
+    ratio = (s**2 / (s**2).sum()).cpu().numpy()
+    return dirs, coords, ratio[:k]

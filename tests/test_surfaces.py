@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from lab.data import pooled
+from lab.models import ResidualMLP, SimpleMLP
+from lab.params import make_loss_fn
+from lab.surfaces import Surface, plane, trajectory_pca
+
+
+@pytest.fixture()
+def problem():
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 6, dtype=torch.float64), torch.randint(0, 3, (30,))
+    loss_fn, theta, _ = make_loss_fn(SimpleMLP(5, 1, in_dim=6, out_dim=3).double(), x, y)
+    return loss_fn, theta.double()
+
+
+def test_plane_equals_pointwise_and_round_trips(problem, tmp_path) -> None:
+    loss_fn, theta = problem
+    d1, d2 = torch.randn_like(theta), torch.randn_like(theta)
+    a, b = np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 3)
+    s = plane(loss_fn, theta, d1, d2, a, b, chunk_size=4, meta={"kind": "test"})
+    assert s.loss.shape == (3, 5)
+    for j, bj in enumerate(b):
+        for i, ai in enumerate(a):
+            assert s.loss[j, i] == pytest.approx(float(loss_fn(theta + ai * d1 + bj * d2)), rel=1e-12)
+    back = Surface.load(s.save(tmp_path / "s.npz"))
+    assert np.array_equal(back.loss, s.loss) and np.array_equal(back.a, a) and back.meta == {"kind": "test"}
+
+
+def test_trajectory_pca_recovers_a_line() -> None:
+    torch.manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(20, dtype=torch.float64), dim=0)
+    traj = torch.stack([t * u for t in torch.linspace(-3, 0, 12, dtype=torch.float64)])
+    traj += 1e-6 * torch.randn_like(traj)
+    dirs, coords, ratio = trajectory_pca(traj, k=2)
+    assert abs(float(dirs[:, 0] @ u)) == pytest.approx(1.0, abs=1e-6)
+    assert ratio[0] > 0.999 and coords.shape == (12, 2)
+
+
+def test_residual_mlp_and_pooling() -> None:
+    net = ResidualMLP(width=8, depth=3, in_dim=49, out_dim=10)
+    x = pooled(torch.randn(4, 784))
+    assert x.shape == (4, 49) and net(x).shape == (4, 10)
+    img = torch.arange(784.0).reshape(1, 784)
+    assert float(pooled(img)[0, 0]) == pytest.approx(float(img.reshape(28, 28)[:4, :4].mean()))
+    with pytest.raises(ValueError, match="'activation'"):
+        ResidualMLP(activation="swishy")
