@@ -80,3 +80,15 @@ def validate(values: Mapping[str, Any], rules: Mapping[str, Rule],
         if not holds:
             raise ParameterError(f"parameter '{name}': {message}")
     return out
+
+
+def int_csv(lo: int = 1, hi: int | None = None, min_len: int = 1) -> Rule:
+    """A comma-separated string of ints in [lo, hi] (papermill-friendly stand-in for a list parameter)."""
+    def ok(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        parts = [p.strip() for p in v.split(",")]
+        return (len(parts) >= min_len and all(p.isdigit() for p in parts)
+                and all(lo <= int(p) and (hi is None or int(p) <= hi) for p in parts))
+    return Rule(ok, f"a comma-separated string of at least {min_len} integers in [{lo}, {'inf' if hi is None else hi}],"
+                    f" e.g. '2,3,5'")

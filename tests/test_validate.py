@@ -89,3 +89,11 @@ def test_first_bad_parameter_is_reported() -> None:
     with pytest.raises(ParameterError) as e:
         validate({"a": 1, "b": -1, "c": -1}, {"a": integer(0), "b": integer(0), "c": integer(0)})
     assert "'b'" in str(e.value) and "'c'" not in str(e.value)
+
+
+def test_int_csv_rule() -> None:
+    from lab.validate import ParameterError, int_csv, validate
+    assert validate({"w": "2, 3,5"}, {"w": int_csv(1, 10, min_len=2)}) == {"w": "2, 3,5"}
+    for bad in ["2", "2,x", "0,3", "2,30", 5, ""]:
+        with pytest.raises(ParameterError, match="'w'"):
+            validate({"w": bad}, {"w": int_csv(1, 10, min_len=2)})

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from lab.behavior import (
+    behavior_jacobian,
+    fit_interpolate,
+    gauss_newton,
+    manifold_walk,
+    null_space,
+    numerical_rank,
+    output_second_derivative,
+)
+from lab.hessian import dense_hessian
+from lab.models import SimpleMLP, linear_regression
+from lab.params import make_forward
+
+
+@pytest.fixture()
+def net():
+    torch.manual_seed(0)
+    model = SimpleMLP(width=5, depth=1, activation="tanh", in_dim=3, out_dim=2).double()
+    fwd, theta, spec = make_forward(model)
+    return model, fwd, theta.double(), torch.randn(7, 3, dtype=torch.float64)
+
+
+def test_jacobian_rows_equal_per_example_autograd(net) -> None:
+    model, fwd, theta, x = net
+    g = behavior_jacobian(fwd, theta, x, chunk_size=3)
+    assert g.shape == (7 * 2, theta.numel())
+    for i in range(7):
+        for j in range(2):
+            model.zero_grad()
+            model(x[i:i + 1])[0, j].backward()
+            row = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+            assert torch.allclose(g[2 * i + j], row, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rank_of_constructed_matrix(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(1)
+    for r in (1, 3, 7):
+        m = (torch.randn(20, r, generator=gen, dtype=torch.float64) @ torch.randn(r, 30, generator=gen,
+                                                                                  dtype=torch.float64)).to(dtype)
+        assert numerical_rank(m, dtype)[0] == r
+
+
+def test_gauss_newton_equals_hessian_at_exact_linear_solution() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, dtype=torch.float64)           # k = 4 < P = 7: exact interpolation exists
+    y = torch.randn(4, dtype=torch.float64)
+    fwd, theta, _ = make_forward(linear_regression(6).double())
+    th, mse = fit_interpolate(fwd, theta, x, y, iters=20, tol=1e-30)
+    assert mse < 1e-28
+    loss = lambda t: ((fwd(t, x) - y) ** 2).mean()  # noqa: E731
+    h, g = dense_hessian(loss, th), behavior_jacobian(fwd, th, x)
+    assert float((h - gauss_newton(g)).norm() / h.norm()) < 1e-10
+    assert numerical_rank(h)[0] == numerical_rank(g)[0] == 4
+
+
+def test_null_space_and_second_derivative(net) -> None:
+    _, fwd, theta, x = net
+    g = behavior_jacobian(fwd, theta, x)
+    n = null_space(g)
+    assert n.shape[1] == theta.numel() - numerical_rank(g)[0]
+    assert float((g @ n).abs().max()) < 1e-12
+    v = n[:, 0]
+    d2 = output_second_derivative(fwd, theta, x, v)
+    s = 1e-3
+    fd = (fwd(theta + s * v, x) - 2 * fwd(theta, x) + fwd(theta - s * v, x)).reshape(-1) / s**2
+    assert torch.allclose(d2, fd, rtol=1e-4, atol=1e-8)
+
+
+def test_walk_keeps_training_outputs(net) -> None:
+    model, fwd, theta, x = net
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    w = manifold_walk(fwd, theta, x[:4], steps=3, step=0.1, x_test=x[4:], seed=0)
+    assert w.train_change.max() < 1e-10 and w.distance[-1] > 0.05
+    assert np.all(w.tangent_dot < 1e-12)
+    assert all(torch.equal(before[k], p) for k, p in model.named_parameters())
