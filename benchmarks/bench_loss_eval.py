@@ -5,9 +5,9 @@ usage: .venv/bin/python benchmarks/bench_loss_eval.py [--device cpu|cuda] [--poi
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from timing import best_time
 
 from lab.data import mnist
 from lab.models import SimpleMLP
@@ -17,14 +17,7 @@ from lab.precision import DTYPES
 
 def rate(fn, n_points: int, repeats: int = 3) -> float:
     """Best-of-`repeats` loss evaluations per second."""
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return n_points / best
+    return n_points / best_time(fn, repeats)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Hessian-vector products, eigenpairs, traces and spectral densities of a pure loss of the flat parameter vector."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import LinearOperator, eigsh
-from torch.func import grad, jvp
+from torch.func import grad, jvp, linearize
 
 
 def hvp(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -30,12 +31,14 @@ Operator = Callable[[torch.Tensor], torch.Tensor]
 
 
 class _HVP:
-    """v ↦ H(θ)·v, forward-over-reverse with a double-backward fallback; `.count` counts applications."""
+    """v ↦ H(θ)·v, forward-over-reverse: the gradient is linearized once at θ (torch.func.linearize) so each product
+    costs about one gradient; falls back to plain jvp-of-grad, then to double backward; `.count` counts applications."""
 
     def __init__(self, loss_fn: LossFn, theta: torch.Tensor):
         self.loss_fn, self.theta = loss_fn, theta.detach()
         self.count = 0
-        self.mode = "jvp"  # switches to "double_backward" the first time forward mode is unavailable
+        self.mode = "linearize"  # then "jvp", then "double_backward", each the first time the former is unavailable
+        self._lin: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._leaf: torch.Tensor | None = None
         self._grad: torch.Tensor | None = None
 
@@ -50,6 +53,15 @@ class _HVP:
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         v = torch.as_tensor(v).to(dtype=self.theta.dtype, device=self.theta.device).reshape(self.theta.shape)
         self.count += 1
+        if self.mode == "linearize":
+            try:
+                if self._lin is None:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        _, self._lin = linearize(grad(self.loss_fn), self.theta)
+                return self._lin(v).detach()
+            except (NotImplementedError, RuntimeError):
+                self.mode = "jvp"
         if self.mode == "jvp":
             try:
                 return hvp(self.loss_fn, self.theta, v).detach()

@@ -58,3 +58,13 @@ def trajectory_pca(thetas: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, np.n
     coords = (m @ dirs).cpu().numpy()
     ratio = (s**2 / (s**2).sum()).cpu().numpy()
     return dirs, coords, ratio[:k]
+
+
+def nonconvex_fraction(surf: Surface) -> float:
+    """Share of interior grid points where the surface's 2D second-difference Hessian has a negative eigenvalue."""
+    loss, da, db = surf.loss, surf.a[1] - surf.a[0], surf.b[1] - surf.b[0]
+    h11 = (loss[1:-1, 2:] - 2 * loss[1:-1, 1:-1] + loss[1:-1, :-2]) / da**2
+    h22 = (loss[2:, 1:-1] - 2 * loss[1:-1, 1:-1] + loss[:-2, 1:-1]) / db**2
+    h12 = (loss[2:, 2:] - loss[2:, :-2] - loss[:-2, 2:] + loss[:-2, :-2]) / (4 * da * db)
+    lam_min = (h11 + h22) / 2 - np.sqrt(((h11 - h22) / 2) ** 2 + h12**2)
+    return float(np.mean(lam_min < 0))

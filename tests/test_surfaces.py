@@ -47,3 +47,13 @@ def test_residual_mlp_and_pooling() -> None:
     assert float(pooled(img)[0, 0]) == pytest.approx(float(img.reshape(28, 28)[:4, :4].mean()))
     with pytest.raises(ValueError, match="'activation'"):
         ResidualMLP(activation="swishy")
+
+
+def test_nonconvex_fraction_on_known_surfaces() -> None:
+    from lab.surfaces import nonconvex_fraction
+    a = np.linspace(-1, 1, 11)
+    aa, bb = np.meshgrid(a, a)
+    assert nonconvex_fraction(Surface(a, a, aa**2 + bb**2)) == 0.0          # a bowl
+    assert nonconvex_fraction(Surface(a, a, aa**2 - bb**2)) == 1.0          # a saddle everywhere
+    assert nonconvex_fraction(Surface(a, a, np.cos(3 * aa))) == pytest.approx(
+        np.mean(-np.cos(3 * aa[1:-1, 1:-1]) < 0))                            # concave where cos > 0
