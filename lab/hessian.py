@@ -149,10 +149,12 @@ def _residuals(op: Operator, values: np.ndarray, vectors: torch.Tensor) -> np.nd
 
 
 def top_eigs(loss_fn: LossFn, theta: torch.Tensor, k: int = 5, which: str = "LA", tol: float = 1e-8, seed: int = 0,
-             operator: Operator | None = None) -> Eigs:
+             operator: Operator | None = None, v0: torch.Tensor | np.ndarray | None = None) -> Eigs:
     """k largest ("LA") or smallest ("SA") algebraic Hessian eigenpairs by Lanczos (scipy eigsh) on HVPs.
 
-    n_hvp counts every product, including the k used for the residuals.
+    n_hvp counts every product, including the k used for the residuals. v0 warm-starts Lanczos (e.g. the previous
+    top eigenvector when tracking sharpness during training); by default a seeded random vector. ARPACK builds at
+    least max(2k + 1, 20) Lanczos vectors, so a warm start saves products only when restarts would be needed.
     """
     if which not in WHICH:
         raise ValueError(f"parameter 'which' = {which!r} is not allowed: expected one of {WHICH} (largest / smallest "
@@ -171,8 +173,11 @@ def top_eigs(loss_fn: LossFn, theta: torch.Tensor, k: int = 5, which: str = "LA"
         return op(v.to(theta.dtype)).detach().to(device="cpu", dtype=torch.float64).numpy()
 
     lin = LinearOperator((p, p), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(seed).standard_normal(p)
-    vals, vecs = eigsh(lin, k=k, which=which, tol=tol, v0=v0)
+    start_vec = (np.random.default_rng(seed).standard_normal(p) if v0 is None
+                 else np.asarray(torch.as_tensor(v0).detach().double().cpu()).reshape(-1))
+    if start_vec.shape != (p,) or not np.any(start_vec):
+        raise ValueError(f"parameter 'v0' must be a non-zero vector of length P = {p}")
+    vals, vecs = eigsh(lin, k=k, which=which, tol=tol, v0=start_vec)
     order = np.argsort(vals)[::-1]
     vals, vecs = vals[order], vecs[:, order]
     vectors = torch.from_numpy(vecs / np.linalg.norm(vecs, axis=0)).to(device=theta.device, dtype=theta.dtype)

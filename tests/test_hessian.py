@@ -282,3 +282,16 @@ def test_caller_model_untouched(mode: str) -> None:
         assert n0 == n1 and torch.equal(p0, p1) and r0 == r1 and d0 == d1
     assert all(p.grad is None for p in m.parameters())
     assert all(mod.training is (mode == "train") for mod in m.modules())
+
+
+def test_top_eigs_warm_start() -> None:
+    a = torch.diag(torch.linspace(1.0, 2.0, 200, dtype=torch.float64))
+    a[0, 0] = 5.0
+    loss_fn = lambda th: 0.5 * th @ a @ th  # noqa: E731
+    theta = torch.zeros(200, dtype=torch.float64)
+    cold = top_eigs(loss_fn, theta, k=1, tol=1e-10, seed=0)
+    warm = top_eigs(loss_fn, theta, k=1, tol=1e-10, v0=cold.vectors[:, 0] + 1e-3)
+    assert warm.values[0] == pytest.approx(5.0, rel=1e-10)
+    assert warm.n_hvp <= cold.n_hvp  # ARPACK builds >= 20 Lanczos vectors anyway: no saving without restarts
+    with pytest.raises(ValueError, match="'v0'"):
+        top_eigs(loss_fn, theta, k=1, v0=torch.zeros(200))
