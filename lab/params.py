@@ -106,6 +106,18 @@ def make_loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
     return loss_fn, theta0, spec
 
 
+def per_sample_losses(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                      loss: str = "cross_entropy") -> torch.Tensor:
+    """Each sample's loss at the flat parameters θ (no reduction), e.g. for minibatch-noise estimates."""
+    if loss not in LOSSES:
+        raise ValueError(f"parameter 'loss' = {loss!r} is not allowed: expected one of {tuple(LOSSES)}")
+    forward, _, _ = make_forward(model)
+    with torch.no_grad():
+        out = forward(theta, x.to(device=theta.device, dtype=theta.dtype))
+        target = y.to(theta.device) if not y.is_floating_point() else y.to(device=theta.device, dtype=theta.dtype)
+        return LOSSES[loss](out, target, reduction="none")
+
+
 def chunk_size_for(model: nn.Module, n_samples: int, itemsize: int, budget_bytes: float = 2**30) -> int:
     """Points per vmap chunk so that activations of one chunk stay within budget_bytes."""
     acts = sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear)) or 1

@@ -35,6 +35,15 @@ class Surface:
         return cls(z["a"], z["b"], z["loss"], json.loads(str(z["meta"])))
 
 
+def line(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, d: torch.Tensor, t: np.ndarray,
+         chunk_size: int = 64) -> np.ndarray:
+    """1D profile L(θ + t_i·d) (Li et al.'s 1D plot), all points evaluated as vmapped batches (float64 result)."""
+    tt = torch.as_tensor(np.asarray(t, dtype=float), dtype=torch.float64, device=theta.device)[:, None]
+    pts = (theta.double()[None] + tt * d.double()[None]).to(theta.dtype)
+    with torch.no_grad():
+        return batched(loss_fn, pts, chunk_size).double().cpu().numpy()
+
+
 def plane(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor,
           a: np.ndarray, b: np.ndarray, dtype: torch.dtype | None = None, chunk_size: int = 64,
           meta: dict | None = None) -> Surface:

@@ -141,3 +141,15 @@ def test_loss_fn_pure_for_train_mode_batchnorm() -> None:
     assert torch.equal(a, b)
     assert all(torch.equal(bufs[n], buf) for n, buf in m.named_buffers())
     assert m.training  # the caller's mode is kept
+
+
+def test_per_sample_losses_average_to_the_loss() -> None:
+    from lab.params import per_sample_losses
+    torch.manual_seed(0)
+    model = SimpleMLP(width=4, depth=1, in_dim=5, out_dim=3)
+    x, y = torch.randn(12, 5, dtype=torch.float64), torch.randint(0, 3, (12,))
+    loss_fn, theta, _ = make_loss_fn(model, x, y)
+    ps = per_sample_losses(model, theta.double(), x, y)
+    assert ps.shape == (12,) and float(ps.mean()) == pytest.approx(float(loss_fn(theta.double())), rel=1e-12)
+    with pytest.raises(ValueError, match="'loss'"):
+        per_sample_losses(model, theta, x, y, loss="hinge")

@@ -57,3 +57,12 @@ def test_nonconvex_fraction_on_known_surfaces() -> None:
     assert nonconvex_fraction(Surface(a, a, aa**2 - bb**2)) == 1.0          # a saddle everywhere
     assert nonconvex_fraction(Surface(a, a, np.cos(3 * aa))) == pytest.approx(
         np.mean(-np.cos(3 * aa[1:-1, 1:-1]) < 0))                            # concave where cos > 0
+
+
+def test_line_equals_pointwise(problem) -> None:
+    from lab.surfaces import line
+    loss_fn, theta = problem
+    d = torch.randn_like(theta)
+    t = np.linspace(-1, 1, 7)
+    assert np.allclose(line(loss_fn, theta, d, t, chunk_size=3), [float(loss_fn(theta + ti * d)) for ti in t],
+                       rtol=1e-12)
