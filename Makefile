@@ -5,13 +5,17 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NB     ?= 01
 PARAMS ?=
+GRID   ?=
+SWEEP_ARGS ?=
 
-.PHONY: help install workbook test lint unit nbval run lab refresh report clean
+.PHONY: help install workbook test lint unit nbval run sweep lab refresh report clean
 
 help:
 	@echo "make workbook   run every chapter (papermill, into runs/) and build report/index.html"
 	@echo "make test       ruff + unit tests + nbval over notebooks/"
 	@echo "make run NB=01 PARAMS='-p dtype float64'   one chapter with parameters, into runs/"
+	@echo "make sweep NB=01 GRID=sweeps/01_width_depth.yaml [SWEEP_ARGS='--scheduler tcp://host:8786']"
+	@echo "               a resumable parameter sweep on Dask, into runs/<sweep>/ (results.csv, summary.png)"
 	@echo "make lab        JupyterLab   ·   make refresh   re-execute chapters in place at defaults"
 
 $(STAMP): pyproject.toml
@@ -39,6 +43,10 @@ nbval: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m lab run $(NB) $(PARAMS)
+
+sweep: $(STAMP)
+	@test -n "$(GRID)" || { echo "usage: make sweep NB=01 GRID=sweeps/01_width_depth.yaml [SWEEP_ARGS=...]"; exit 2; }
+	$(PY) -m lab sweep $(NB) --grid $(GRID) $(SWEEP_ARGS)
 
 report: $(STAMP)
 	$(PY) -m lab report

@@ -1,4 +1,4 @@
-"""Command line: python -m lab {run,workbook,refresh,report}."""
+"""Command line: python -m lab {run,workbook,refresh,report,sweep}."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +25,60 @@ def _parser() -> argparse.ArgumentParser:
     ref = sub.add_parser("refresh", help="re-execute chapters in place at defaults (source keeps outputs)")
     ref.add_argument("nb", nargs="*", help="chapters to refresh (default: all)")
     sub.add_parser("report", help="rebuild report/ from the existing default runs in runs/")
+    sw = sub.add_parser("sweep", help="run a chapter over a grid of parameters on Dask into runs/<sweep>/ (resumable)")
+    sw.add_argument("nb", help="chapter: 01, 01_noise_floor or a notebook path")
+    sw.add_argument("--grid", required=True, help="YAML grid: {param: [values]} for the full product, or "
+                    "{grid: {...}, rows: [{...}], fixed: {...}, plot: {x: PARAM, y: COLUMN}}")
+    sw.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                    help="an existing Dask scheduler (tcp://host:8786); default: a LocalCluster on this machine")
+    sw.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="local workers (default: one per core, at most one per point); with --scheduler: wait "
+                         "until N workers have joined")
+    sw.add_argument("--name", default=None, help="sweep name (default <notebook stem>__<grid file stem>)")
+    sw.add_argument("--out-dir", default=None, help="parent folder of the sweep folder (default runs/)")
+    sw.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    sw.add_argument("--plot", nargs="+", default=[], metavar="AXIS=COLUMN",
+                    help="summary plot axes, e.g. x=max_width y=C6.alpha (default: from the grid file or guessed)")
+    sw.add_argument("--dry-run", action="store_true", help="validate the grid and list the points; run nothing")
+    sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """The sweep subcommand: validate, run pending points, print the summary; 1 if any point failed."""
+    from lab import sweep
+    from lab.paths import RUNS
+
+    plot = {}
+    for item in args.plot:
+        axis, sep, col = item.partition("=")
+        if not sep or axis not in ("x", "y") or not col:
+            raise ValueError(f"--plot expects x=PARAM and/or y=COLUMN, got {item!r}")
+        plot[axis] = col
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be a positive integer, got {args.workers}")
+    out_root = args.out_dir or RUNS
+    if args.dry_run:
+        plan = sweep.plan(args.nb, args.grid, name=args.name, out_root=out_root)
+        print(f"sweep {plan.name}: {len(plan.points)} point(s) of {plan.notebook.name} into {plan.out_dir}")
+        for pid, params in plan.points.items():
+            print(f"  {pid}  {'done' if sweep.is_done(plan, pid) else 'to run'}  {params}")
+        return 0
+    try:
+        res = sweep.run_sweep(args.nb, args.grid, name=args.name, scheduler=args.scheduler, workers=args.workers,
+                              out_root=out_root, timeout=args.timeout, plot=plot or None,
+                              progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: finished points are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    n = len(res.table)
+    print(f"sweep {res.sweep.name}: {n - res.n_failed}/{n} point(s) ok ({len(res.ran)} run now, "
+          f"{len(res.skipped)} already done)")
+    for _, row in res.table[res.table["status"] != "ok"].iterrows():
+        print(f"  {row['point']} {row['status']}: {row['error']}", file=sys.stderr)
+    for f in res.files:
+        print(f)
+    return 1 if res.n_failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("no chapters to refresh")
             for nb in chapters:
                 print(f"refreshed {runner.refresh_chapter(nb)}")
+        elif args.cmd == "sweep":
+            return _sweep(args)
         elif args.cmd == "report":
             from lab.paths import RUNS
             from lab.report import build_report, default_runs

@@ -1,0 +1,258 @@
+"""Tests for lab.sweep: grid expansion and validation, and real sweeps on a 2-worker LocalCluster.
+
+The cluster tests run the tiny fixture notebook (a few seconds per point): failure isolation, the results table,
+resuming after an interrupted sweep, and a worker killed in the middle of a sweep.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lab import sweep
+from lab.__main__ import main
+from lab.paths import ROOT
+
+FIXTURE = Path(__file__).parent / "fixtures" / "sweep_fixture.ipynb"
+EXAMPLE_GRID = ROOT / "sweeps" / "01_width_depth.yaml"
+
+
+# ------------------------------------------------------------------------------------------- no cluster needed
+def test_point_id_is_stable_and_order_free() -> None:
+    """The id is sha1 of canonical JSON (sorted keys), 12 hex digits, independent of key order."""
+    assert sweep.point_id({"x": 2, "label": "a"}) == sweep.point_id({"label": "a", "x": 2}) == "7c58500ac016"
+    assert sweep.point_id({"x": 2}) != sweep.point_id({"x": 3})
+    assert len(sweep.point_id({})) == 12
+
+
+def test_full_product_rows_and_fixed() -> None:
+    """Lists give the full product (in order), rows are appended, fixed values join every point, dups drop."""
+    spec = sweep.parse_grid({"x": [1, 2, 3], "label": ["a", "b"]})
+    pts = sweep.expand(spec)
+    assert pts == [{"x": x, "label": lab} for x in (1, 2, 3) for lab in ("a", "b")]
+    spec = sweep.parse_grid({"grid": {"x": [1, 2]}, "rows": [{"x": 7, "label": "q"}, {"x": 1}],
+                             "fixed": {"scale": 0.5}})
+    assert sweep.expand(spec) == [{"scale": 0.5, "x": 1}, {"scale": 0.5, "x": 2},
+                                  {"scale": 0.5, "x": 7, "label": "q"}]
+    assert sweep.expand(sweep.parse_grid({"x": 4, "label": ["a"]})) == [{"x": 4, "label": "a"}]  # scalar = 1 value
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    ({"x": []}, "'x' has an empty list"),
+    ({"grid": {"x": [1]}, "colums": 1}, "unknown grid key.*'colums'"),
+    ({"rows": [{"x": 1}, 5]}, r"rows\[1\] must be a non-empty mapping"),
+    ({"grid": {"x": [1, 2]}, "fixed": {"x": 3}}, "'x'|x are both swept and fixed"),
+    ({"fixed": {"x": 3}}, "defines no points"),
+    ([1, 2], "must be a non-empty mapping"),
+    ({"grid": {"x": [1]}, "plot": {"z": "x"}}, "plot must be a mapping with keys x and/or y"),
+])
+def test_grid_errors(data: object, match: str) -> None:
+    """Malformed grids are rejected with a message naming the problem."""
+    with pytest.raises(sweep.SweepError, match=match):
+        sweep.expand(sweep.parse_grid(data))
+
+
+def test_validation_before_anything_runs(tmp_path: Path) -> None:
+    """Unknown names and wrong types raise (naming parameter and point) before a cluster is contacted."""
+    bad_scheduler = "tcp://127.0.0.1:9"  # nothing listens there: reaching it would fail differently
+    with pytest.raises(sweep.SweepError, match="unknown parameter.*'bogus'") as err:
+        sweep.run_sweep(FIXTURE, {"x": [1], "bogus": [2]}, scheduler=bad_scheduler, out_root=tmp_path)
+    assert "sleep_s (float, default 0.0)" in str(err.value)
+    with pytest.raises(sweep.SweepError, match=r"parameter 'x' in point 1 .*expected int.*got str 'two'"):
+        sweep.run_sweep(FIXTURE, {"x": [1, "two"]}, scheduler=bad_scheduler, out_root=tmp_path)
+    with pytest.raises(sweep.SweepError, match="parameter 'x'.*got bool True"):
+        sweep.plan(FIXTURE, {"x": [True]}, out_root=tmp_path)
+    with pytest.raises(sweep.SweepError, match="parameter 'label'.*expected str"):
+        sweep.plan(FIXTURE, {"rows": [{"x": 1}, {"label": 3}]}, out_root=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_int_for_float_is_accepted_and_canonical(tmp_path: Path) -> None:
+    """An int where a float is declared is fine and names the same point as the float."""
+    a = sweep.plan(FIXTURE, {"scale": [1, 2]}, out_root=tmp_path)
+    b = sweep.plan(FIXTURE, {"scale": [1.0, 2.0]}, out_root=tmp_path)
+    assert list(a.points) == list(b.points) and list(a.points.values()) == [{"scale": 1.0}, {"scale": 2.0}]
+    assert a.name == "sweep_fixture__grid" and a.swept == ["scale"]
+
+
+def test_grid_file_and_example_grid(tmp_path: Path) -> None:
+    """A YAML grid file names the sweep after notebook and grid; the chapter 01 example grid validates."""
+    g = tmp_path / "small.yaml"
+    g.write_text("grid:\n  x: [1, 2]\nfixed:\n  label: b\nplot: {x: x, y: C2.y}\n")
+    s = sweep.plan(FIXTURE, g, out_root=tmp_path / "runs")
+    assert s.name == "sweep_fixture__small" and s.out_dir == tmp_path / "runs" / "sweep_fixture__small"
+    assert s.plot == {"x": "x", "y": "C2.y"} and len(s.points) == 2
+    ex = sweep.plan("01", EXAMPLE_GRID, out_root=tmp_path / "runs")
+    assert len(ex.points) >= 4 and {"max_width", "max_depth"} <= set(ex.swept)
+    with pytest.raises(sweep.SweepError, match="not found"):
+        sweep.load_grid(tmp_path / "missing.yaml")
+
+
+def test_cli_validation_error_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m lab sweep` exits 2 on a bad grid; --dry-run lists the points without running them."""
+    g = tmp_path / "g.yaml"
+    g.write_text("x: [1, 2]\nwidth: [3]\n")
+    assert main(["sweep", str(FIXTURE), "--grid", str(g), "--out-dir", str(tmp_path)]) == 2
+    assert "unknown parameter(s) 'width'" in capsys.readouterr().err
+    g.write_text("x: [1, 2]\nlabel: [a, b]\n")
+    assert main(["sweep", str(FIXTURE), "--grid", str(g), "--out-dir", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 point(s)" in out and out.count("to run") == 4
+    assert not (tmp_path / "sweep_fixture__g").exists()
+
+
+# ---------------------------------------------------------------------------------- a real 2-worker cluster
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    """A LocalCluster of 2 single-threaded worker processes, shared by the tests below."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as c:
+        yield c
+
+
+FIRST_GRID = {"grid": {"x": [1, 2, -1]}, "rows": [{"x": 3, "scale": 0.1}], "fixed": {"label": "z"}}
+
+
+@pytest.fixture(scope="module")
+def first(client: object, tmp_path_factory: pytest.TempPathFactory) -> sweep.SweepResult:
+    """One sweep of 4 points, one of which (x = -1) fails the chapter's own validation."""
+    return sweep.run_sweep(FIXTURE, FIRST_GRID, name="first", client=client,
+                           out_root=tmp_path_factory.mktemp("runs"), progress=False)
+
+
+def _pid(s: sweep.Sweep, **params: object) -> str:
+    """The id of the point whose parameters include params."""
+    (pid,) = [k for k, p in s.points.items() if all(p.get(n) == v for n, v in params.items())]
+    return pid
+
+
+def test_failure_is_isolated_and_recorded(first: sweep.SweepResult) -> None:
+    """x = -1 fails with the chapter's error recorded; the other three points finish ok."""
+    s, t = first.sweep, first.table.set_index("point")
+    bad = _pid(s, x=-1)
+    assert sorted(first.ran) == sorted(s.points) and not first.skipped
+    assert t.loc[bad, "status"] == "failed" and first.n_failed == 1
+    assert "ValueError: parameter 'x' must be a positive int, got -1" in t.loc[bad, "error"]
+    assert (t.drop(bad)["status"] == "ok").all() and t.drop(bad)["error"].isna().all()
+    assert (s.out_dir / f"{bad}.failed.ipynb").is_file() and not (s.out_dir / f"{bad}.ipynb").exists()
+    rec = json.loads((s.out_dir / f"{bad}.json").read_text())
+    assert rec["status"] == "failed" and rec["params"] == {"label": "z", "x": -1} and "Traceback" in rec["traceback"]
+    for pid in t.drop(bad).index:
+        assert (s.out_dir / f"{pid}.ipynb").is_file()
+    assert not list(s.out_dir.glob(".*"))  # no temporary files left
+
+
+def test_results_table_contents(first: sweep.SweepResult, client: object) -> None:
+    """One row per point: id, status, seconds, worker, parameters (defaults filled in), claim numbers."""
+    s, t = first.sweep, first.table
+    assert list(t["point"]) == list(s.points)
+    assert {"point", "status", "error", "seconds", "worker", "x", "label", "scale", "claims_passed",
+            "C1.passed", "C1.x_squared", "C1.label", "C2.passed", "C2.y"} <= set(t.columns)
+    ok = t[t["status"] == "ok"].set_index("x")
+    assert list(ok.index) == [1, 2, 3]
+    assert list(ok["scale"]) == [1.0, 1.0, 0.1]  # the default 1.0 where the point did not set it
+    assert list(ok["C1.x_squared"]) == [1, 4, 9] and list(ok["C2.y"]) == pytest.approx([1.0, 4.0, 0.9])
+    assert list(ok["C2.passed"]) == [False, True, False] and list(ok["claims_passed"]) == [0.5, 1.0, 0.5]
+    assert (ok["C1.label"] == "z").all() and (ok["seconds"] > 0).all()
+    assert (ok["C1.kernel_python"] == sys.executable).all()  # the kernel on the worker is this venv's python
+    workers = set(client.scheduler_info()["workers"])  # type: ignore[attr-defined]
+    assert set(t["worker"]) <= workers
+    csv = pd.read_csv(s.out_dir / "results.csv")
+    pq = pd.read_parquet(s.out_dir / "results.parquet")
+    assert list(csv["point"]) == list(pq["point"]) == list(t["point"])
+    assert list(pq["C1.x_squared"].dropna()) == [1, 4, 9] and list(csv["status"]) == list(t["status"])
+    assert (s.out_dir / "summary.png").stat().st_size > 10_000
+    assert sweep.choose_axes(s, t) == ("x", "C1.x_squared")
+
+
+def test_resume_after_interruption(first: sweep.SweepResult, client: object, tmp_path: Path) -> None:
+    """A rerun skips finished points and reruns failed ones; after a simulated kill (a record lost, a point
+    gone, a partial file left) exactly the unfinished points run and nothing finished is redone."""
+    runs = tmp_path / "runs"
+    shutil.copytree(first.sweep.out_dir, runs / "first")
+    s = sweep.plan(FIXTURE, FIRST_GRID, name="first", out_root=runs)
+    bad, a, b, c = _pid(s, x=-1), _pid(s, x=1), _pid(s, x=2), _pid(s, x=3)
+    mtimes = {p: s.notebook_path(p).stat().st_mtime_ns for p in (a, b, c)}
+
+    again = sweep.run_sweep(FIXTURE, FIRST_GRID, name="first", client=client, out_root=runs, progress=False)
+    assert again.ran == [bad] and sorted(again.skipped) == sorted([a, b, c])
+    assert {p: s.notebook_path(p).stat().st_mtime_ns for p in (a, b, c)} == mtimes
+
+    s.record_path(a).unlink()  # killed after the notebook was renamed, before its record was written
+    s.notebook_path(b).unlink()
+    s.record_path(b).unlink()  # never finished
+    (s.out_dir / f".{b}.deadbeef.part.ipynb").write_text("{partial")  # a worker killed while writing
+    assert sweep.collect(s).set_index("point").loc[[a, b], "status"].tolist() == ["pending", "pending"]
+    resumed = sweep.run_sweep(FIXTURE, FIRST_GRID, name="first", client=client, out_root=runs, progress=False)
+    assert sorted(resumed.ran) == sorted([a, b, bad]) and resumed.skipped == [c]
+    assert s.notebook_path(c).stat().st_mtime_ns == mtimes[c]
+    t = resumed.table.set_index("point")
+    assert t.loc[[a, b, c], "status"].tolist() == ["ok"] * 3 and t.loc[bad, "status"] == "failed"
+    assert not list(s.out_dir.glob(".*"))
+    assert len(pd.read_csv(s.out_dir / "results.csv")) == 4
+
+
+def test_killed_worker_loses_nothing(client: object, tmp_path: Path) -> None:
+    """Kill a worker process while it runs a point: the point is rescheduled and every point ends ok."""
+    grid = {"x": [1, 2, 3, 4], "sleep_s": [2.0]}
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = sweep.run_sweep(FIXTURE, grid, name="kill", client=client, out_root=tmp_path,
+                                            progress=False)
+        except BaseException as exc:  # noqa: BLE001 - surfaced in the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    victim, key = None, None
+    deadline = time.monotonic() + 30
+    while victim is None and time.monotonic() < deadline:
+        for addr, keys in client.processing().items():  # type: ignore[attr-defined]
+            if keys:
+                victim, key = addr, str(keys[0])
+                break
+        time.sleep(0.1)
+    assert victim is not None, "no point started within 30 s"
+    pid = client.run(os.getpid, workers=[victim])[victim]  # type: ignore[attr-defined]
+    time.sleep(1.5)  # inside the point: the kernel is starting or sleeping
+    os.kill(pid, signal.SIGKILL)  # the worker process dies at once; its nanny starts a fresh one
+    thread.join(timeout=120)
+    assert not thread.is_alive() and "error" not in box, box.get("error")
+    res = box["result"]
+    assert isinstance(res, sweep.SweepResult)
+    assert (res.table["status"] == "ok").all() and len(res.table) == 4 and res.n_failed == 0
+    assert list(res.table["C1.x_squared"]) == [1, 4, 9, 16]
+    killed_pid = key.split("-")[1]
+    rec = json.loads(res.sweep.record_path(killed_pid).read_text())
+    assert rec["status"] == "ok" and rec["worker"] != victim  # rescheduled on another (or the restarted) worker
+    client.wait_for_workers(2, timeout=60)  # type: ignore[attr-defined]
+    assert victim not in client.scheduler_info()["workers"]  # type: ignore[attr-defined]
+    assert not list(res.sweep.out_dir.glob(".*"))
+
+
+def test_cli_with_scheduler_address(client: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--scheduler ADDRESS` runs on an existing cluster; a failed point makes the exit code 1."""
+    g = tmp_path / "pair.yaml"
+    g.write_text("x: [5, 0]\n")
+    address = client.scheduler.address  # type: ignore[attr-defined]
+    argv = ["sweep", str(FIXTURE), "--grid", str(g), "--scheduler", address, "--out-dir", str(tmp_path / "runs"),
+            "--no-progress", "--plot", "x=x", "y=C2.y"]
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "1/2 point(s) ok (2 run now, 0 already done)" in out and "results.csv" in out
+    assert "failed: ValueError: parameter 'x' must be a positive int, got 0" in err
+    assert main([*argv, "--workers", "2"]) == 1  # resume: only the failed point runs again
+    assert "(1 run now, 1 already done)" in capsys.readouterr().out
