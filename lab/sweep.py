@@ -14,6 +14,7 @@ import tempfile
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -410,8 +411,7 @@ def run_sweep(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name
     _clean_partials(sweep.out_dir)
     skipped = [pid for pid in sweep.points if is_done(sweep, pid)]
     pending = [pid for pid in sweep.points if pid not in set(skipped)]
-    say = tqdm.write if progress else (lambda *_: None)
-    say(f"sweep {sweep.name}: {len(sweep.points)} point(s), {len(skipped)} already done, {len(pending)} to run")
+    tqdm.write(f"sweep {sweep.name}: {len(sweep.points)} point(s), {len(skipped)} already done, {len(pending)} to run")
     ran: list[str] = []
     if pending:
         ctx = contextlib.nullcontext(client) if client is not None else connect(
@@ -419,7 +419,7 @@ def run_sweep(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name
         with ctx as cl:
             link = _dashboard(cl)
             if link:
-                say(f"dask dashboard: {link}")
+                tqdm.write(f"dask dashboard: {link}")
             ran = _submit_all(cl, sweep, pending, timeout, retries, progress)
     _clean_partials(sweep.out_dir)
     table, files = write_results(sweep)
@@ -544,15 +544,20 @@ def _numeric(df: Any, col: str) -> bool:
 
 def choose_axes(sweep: Sweep, df: Any) -> tuple[str | None, str]:
     """(x, y) of the summary plot: the grid's plot choice, else the first numeric swept parameter and the
-    first claim number that varies over the finished points, else the fraction of claims passed."""
+    first claim number that varies over the finished points, else the fraction of claims passed.
+
+    An unknown y column (claims are only known once points have run) falls back to claims_passed with a warning.
+    """
     ok = df[df["status"] == "ok"]
     x = sweep.plot.get("x") or next((p for p in sweep.swept if p in df and _numeric(df, p)), None)
     y = sweep.plot.get("y")
     if y is None:
         claim_cols = [c for c in df.columns if re.match(r"^C\d+[a-z]?\.", c) and not c.endswith(".passed")]
         y = next((c for c in claim_cols if _numeric(ok, c) and ok[c].nunique() > 1), "claims_passed")
-    if y not in df.columns:
-        raise SweepError(f"plot y {y!r} is not a column of the results; columns: {', '.join(df.columns)}")
+    if y not in df.columns:  # the sweep has run by now: fall back rather than lose the plot
+        warnings.warn(f"plot y {y!r} is not a column of the results (columns: {', '.join(df.columns)}); "
+                      "plotting claims_passed instead", stacklevel=2)
+        y = "claims_passed"
     return x, y
 
 

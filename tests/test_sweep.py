@@ -5,10 +5,13 @@ resuming after an interrupted sweep, and a worker killed in the middle of a swee
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -174,6 +177,8 @@ def test_results_table_contents(first: sweep.SweepResult, client: object) -> Non
     assert list(pq["C1.x_squared"].dropna()) == [1, 4, 9] and list(csv["status"]) == list(t["status"])
     assert (s.out_dir / "summary.png").stat().st_size > 10_000
     assert sweep.choose_axes(s, t) == ("x", "C1.x_squared")
+    with pytest.warns(UserWarning, match="'C9.none' is not a column"):
+        assert sweep.choose_axes(dataclasses.replace(s, plot={"y": "C9.none"}), t) == ("x", "claims_passed")
 
 
 def test_resume_after_interruption(first: sweep.SweepResult, client: object, tmp_path: Path) -> None:
@@ -205,7 +210,7 @@ def test_resume_after_interruption(first: sweep.SweepResult, client: object, tmp
 
 def test_killed_worker_loses_nothing(client: object, tmp_path: Path) -> None:
     """Kill a worker process while it runs a point: the point is rescheduled and every point ends ok."""
-    grid = {"x": [1, 2, 3, 4], "sleep_s": [2.0]}
+    grid = {"x": [1, 2, 3, 4], "sleep_s": [1.5]}
     box: dict[str, object] = {}
 
     def run() -> None:
@@ -227,7 +232,7 @@ def test_killed_worker_loses_nothing(client: object, tmp_path: Path) -> None:
         time.sleep(0.1)
     assert victim is not None, "no point started within 30 s"
     pid = client.run(os.getpid, workers=[victim])[victim]  # type: ignore[attr-defined]
-    time.sleep(1.5)  # inside the point: the kernel is starting or sleeping
+    time.sleep(1.0)  # inside the point: the kernel is starting or sleeping
     os.kill(pid, signal.SIGKILL)  # the worker process dies at once; its nanny starts a fresh one
     thread.join(timeout=120)
     assert not thread.is_alive() and "error" not in box, box.get("error")
@@ -256,3 +261,33 @@ def test_cli_with_scheduler_address(client: object, tmp_path: Path, capsys: pyte
     assert "failed: ValueError: parameter 'x' must be a positive int, got 0" in err
     assert main([*argv, "--workers", "2"]) == 1  # resume: only the failed point runs again
     assert "(1 run now, 1 already done)" in capsys.readouterr().out
+
+
+def test_killed_sweep_resumes(client: object, tmp_path: Path) -> None:
+    """SIGKILL the whole `python -m lab sweep` process midway: a rerun keeps every finished point and runs the rest."""
+    g = tmp_path / "slow.yaml"
+    g.write_text("x: [1, 2, 3, 4]\nsleep_s: [1.0]\n")
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "lab", "sweep", str(FIXTURE), "--grid", str(g), "--out-dir", str(out),
+           "--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    folder = out / "sweep_fixture__slow"
+    try:
+        deadline = time.monotonic() + 90
+        while not list(folder.glob("*.json"))[1:] and time.monotonic() < deadline:  # sweep.json + one record
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the coordinator, its LocalCluster and kernels
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    s = sweep.plan(FIXTURE, g, out_root=out)
+    finished = [p for p in s.points if sweep.is_done(s, p)]
+    assert 1 <= len(finished) < 4
+    mtimes = {p: s.notebook_path(p).stat().st_mtime_ns for p in finished}
+    res = sweep.run_sweep(FIXTURE, g, client=client, out_root=out, progress=False)
+    assert sorted(res.skipped) == sorted(finished) and sorted(res.ran) == sorted(set(s.points) - set(finished))
+    assert {p: s.notebook_path(p).stat().st_mtime_ns for p in finished} == mtimes
+    assert (res.table["status"] == "ok").all() and list(res.table["C1.x_squared"]) == [1, 4, 9, 16]
+    assert not list(folder.glob(".*"))
