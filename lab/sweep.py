@@ -292,6 +292,23 @@ def _worker_address() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@contextlib.contextmanager
+def _point_env(folder: Path, pid: str) -> Iterator[None]:
+    """Send the chapter's figures and saved tables to runs/<sweep>/{figures,results}/<pid>/ for the duration,
+    so points running side by side never write over each other or over the committed figures/."""
+    new = {"LAB_FIGURES": str(folder / "figures" / pid), "LAB_RESULTS": str(folder / "results" / pid)}
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_point(src: str, out_dir: str, pid: str, params: dict[str, Any],
               timeout: float | None = None) -> dict[str, Any]:
     """Execute one point (papermill) into out_dir/<pid>.ipynb, write and return its status record.
@@ -311,7 +328,8 @@ def run_point(src: str, out_dir: str, pid: str, params: dict[str, Any],
                            "host": socket.gethostname(), "started": time.time()}
     t0 = time.perf_counter()
     try:
-        _execute(Path(src), tmp, params, progress=False, timeout=timeout)
+        with _point_env(folder, pid):
+            _execute(Path(src), tmp, params, progress=False, timeout=timeout)
         claims = parse_claims(nbformat.read(tmp, as_version=4))
         os.replace(tmp, final)
         rec.update(status="ok", error=None,

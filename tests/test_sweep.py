@@ -169,6 +169,9 @@ def test_results_table_contents(first: sweep.SweepResult, client: object) -> Non
     assert list(ok["C2.passed"]) == [False, True, False] and list(ok["claims_passed"]) == [0.5, 1.0, 0.5]
     assert (ok["C1.label"] == "z").all() and (ok["seconds"] > 0).all()
     assert (ok["C1.kernel_python"] == sys.executable).all()  # the kernel on the worker is this venv's python
+    for pid, row in t[t["status"] == "ok"].set_index("point").iterrows():  # each point's own figures/tables
+        assert row["C1.figures"] == str(s.out_dir / "figures" / pid)
+        assert row["C1.results"] == str(s.out_dir / "results" / pid)
     workers = set(client.scheduler_info()["workers"])  # type: ignore[attr-defined]
     assert set(t["worker"]) <= workers
     csv = pd.read_csv(s.out_dir / "results.csv")
