@@ -95,10 +95,110 @@ def spectral_peak(x: np.ndarray) -> tuple[float, float]:
     return float(1 / f[i]), float(p[i] / np.median(p))
 
 
-def lr_range_suggestion(lrs: np.ndarray, losses: np.ndarray, smooth: int = 21) -> float:
-    """LR at the steepest descent of the smoothed log-loss against log-lr (the LR range test's suggestion)."""
-    y = np.convolve(np.log(np.asarray(losses, dtype=np.float64)), np.ones(smooth) / smooth, mode="same")
-    lx = np.log(np.asarray(lrs, dtype=np.float64))
+def lr_range_suggestion(lrs: np.ndarray, losses: np.ndarray, smooth: int = 21, diverge: float = 5.0,
+                        beta: float = 0.98) -> float:
+    """LR at the steepest descent of the smoothed log-loss against log-lr (the LR range test's suggestion).
+
+    As torch-lr-finder does, the sweep is cut where the exponentially smoothed loss (factor `beta`, bias-corrected)
+    first exceeds `diverge` × its best value (after `smooth` warm-up steps) or stops being finite; the steepest
+    descent is then found on the centred `smooth`-step moving average of log loss.
+    """
+    lrs = np.asarray(lrs, dtype=np.float64)
+    losses = np.asarray(losses, dtype=np.float64)
+    ema, avg = np.empty(len(losses)), 0.0
+    for i, v in enumerate(losses):
+        avg = beta * avg + (1 - beta) * v
+        ema[i] = avg / (1 - beta ** (i + 1))
+    finite = np.isfinite(ema)
+    warm = np.arange(len(ema)) >= smooth        # the first `smooth` steps only warm the average up
+    best = np.minimum.accumulate(np.where(finite & warm, ema, np.inf))
+    bad = ~finite | (warm & (ema > diverge * best))
+    end = int(np.argmax(bad)) if bad.any() else len(losses)
+    if end < 2 * smooth:
+        raise ValueError(f"lr_range_suggestion: the sweep diverged after {end} steps; lower lr_min or smooth={smooth}")
+    lrs, losses = lrs[:end], losses[:end]
+    y = np.convolve(np.log(losses), np.ones(smooth) / smooth, mode="same")
+    lx = np.log(lrs)
     h = smooth // 2
     slope = np.gradient(y[h:-h], lx[h:-h])
-    return float(np.asarray(lrs)[h:-h][int(np.argmin(slope))])
+    return float(lrs[h:-h][int(np.argmin(slope))])
+
+
+SCHEDULES = ("constant", "exp", "step", "cosine", "onecycle", "plateau", "constvar")
+
+
+def make_schedule(name: str, optimizer: torch.optim.Optimizer, steps: int, lr_end: float | None = None,
+                  **kw) -> LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """torch's own scheduler for `name`, configured for a run of `steps` from the optimizer's current lr.
+
+    constant · exp (ExponentialLR to lr_end) · step (StepLR, ×0.1 at 1/3 and 2/3 of the run) · cosine
+    (CosineAnnealingLR to lr_end or 0) · onecycle (OneCycleLR peaking at the current lr) · plateau (ReduceLROnPlateau,
+    factor 0.5; step it with a metric) · constvar (ConstantVarianceLR; keyword arguments pass through).
+    """
+    sch = torch.optim.lr_scheduler
+    lr0 = optimizer.param_groups[0]["lr"]
+    if name == "constant":
+        return sch.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if name == "exp":
+        end = lr_end if lr_end is not None else lr0 / 100
+        return sch.ExponentialLR(optimizer, gamma=(end / lr0) ** (1 / max(steps - 1, 1)))
+    if name == "step":
+        return sch.StepLR(optimizer, step_size=max(steps // 3, 1), gamma=0.1)
+    if name == "cosine":
+        return sch.CosineAnnealingLR(optimizer, T_max=steps, eta_min=lr_end or 0.0)
+    if name == "onecycle":
+        return sch.OneCycleLR(optimizer, max_lr=lr0, total_steps=steps)
+    if name == "plateau":
+        return sch.ReduceLROnPlateau(optimizer, factor=0.5, patience=kw.get("patience", 5))
+    if name == "constvar":
+        return ConstantVarianceLR(optimizer, **kw)
+    raise ValueError(f"schedule {name!r} is not allowed: expected one of {SCHEDULES}")
+
+
+def intrinsic_std(errors: torch.Tensor, batch: int) -> float:
+    """The model-intrinsic std of log10(batch-mean loss): per-sample errors of K·batch fresh samples at a frozen θ,
+    split into K batches; std (ddof=1) of log10 of their means. What the loss curve would show with lr = 0."""
+    k = errors.numel() // batch
+    if k < 2:
+        raise ValueError(f"intrinsic_std: need at least 2 batches of {batch} errors, got {errors.numel()}")
+    means = errors.reshape(-1)[: k * batch].reshape(k, batch).double().mean(1)
+    return float(torch.log10(means).std())
+
+
+def resampled_std(errors: torch.Tensor, batch: int, n: int = 200, seed: int = 0) -> float:
+    """Bootstrap estimate of intrinsic_std from one sample of errors: n batches drawn with replacement."""
+    gen = torch.Generator(device=errors.device).manual_seed(seed)
+    idx = torch.randint(errors.numel(), (n, batch), generator=gen, device=errors.device)
+    return float(torch.log10(errors.reshape(-1)[idx].double().mean(1)).std())
+
+
+def log_error_spread(errors: torch.Tensor) -> float:
+    """The notes' "model variance": std of log10 of the per-sample squared errors (zeros dropped)."""
+    e = errors.reshape(-1).double()
+    return float(torch.log10(e[e > 0]).std())
+
+
+def ringing_period(x: np.ndarray, detrend_window: int = 15, max_lag: int = 60) -> tuple[int, float]:
+    """(lag, height) of the first autocorrelation peak of the detrended series after its first negative lobe:
+    the period of the oscillation that rides on the trend. (0, 0.0) when there is none."""
+    ac = autocorrelation(detrend(x, detrend_window), max_lag)
+    neg = np.flatnonzero(ac < 0)
+    if len(neg) == 0:
+        return 0, 0.0
+    for k in range(max(int(neg[0]), 1), max_lag):
+        if ac[k] > 0 and ac[k] >= ac[k - 1] and ac[k] >= ac[k + 1]:
+            return k, float(ac[k])
+    return 0, 0.0
+
+
+def spike_count(log_loss: np.ndarray, rise: float = 0.3) -> int:
+    """Number of loss spikes: onsets where log10 loss rises more than `rise` above its running minimum."""
+    x = np.asarray(log_loss, dtype=np.float64)
+    above = x - np.minimum.accumulate(x) > rise
+    return int(np.sum(above[1:] & ~above[:-1]) + above[0])
+
+
+def time_to_target(steps: np.ndarray, loss: np.ndarray, target: float) -> float:
+    """First step at which `loss` (evaluated at `steps`) is ≤ target; inf if never."""
+    hit = np.flatnonzero(np.asarray(loss) <= target)
+    return float(np.asarray(steps)[hit[0]]) if len(hit) else math.inf

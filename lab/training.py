@@ -54,10 +54,14 @@ class StreamRun:
 def train_stream(forward, theta: torch.Tensor, target_fn, steps: int, batch: int = 1000, opt: str = "adam",
                  lr: float = 1e-3, schedule=None, fixed_x: torch.Tensor | None = None,
                  x_held: torch.Tensor | None = None, eval_every: int = 100, seed: int = 0, progress: bool = False,
-                 opt_kwargs: dict | None = None, observe: bool = False, plateau_every: int = 0) -> StreamRun:
+                 opt_kwargs: dict | None = None, observe: bool = False, plateau_every: int = 0,
+                 callback: Callable[[int, torch.Tensor, torch.optim.Optimizer, object], None] | None = None,
+                 callback_every: int = 0) -> StreamRun:
     """MSE training of forward(θ, x) against target_fn(x) on fresh N(0, I) batches (or the fixed set `fixed_x`, used
     whole every step). `schedule(optimizer)` builds an LR scheduler; losses stay on the device (no per-step sync)
     unless the scheduler must see them (`observe` for ConstantVarianceLR, `plateau_every` for ReduceLROnPlateau).
+    `callback(step, θ, optimizer, scheduler)` runs before step 0 and after every `callback_every` steps (measurements
+    such as sharpness, or a scheduler's intrinsic-variance floor); θ is a detached view, not to be modified.
     """
     if opt not in OPTIMIZERS:
         raise ValueError(f"parameter 'opt' = {opt!r} is not allowed: expected one of {tuple(OPTIMIZERS)}")
@@ -73,6 +77,8 @@ def train_stream(forward, theta: torch.Tensor, target_fn, steps: int, batch: int
     y_fixed = target_fn(fixed_x) if fixed_x is not None else None
     y_held = target_fn(x_held) if x_held is not None else None
     for i in tqdm(range(steps), desc=f"train ({opt})", disable=not progress, leave=False):
+        if callback is not None and callback_every and i % callback_every == 0:
+            callback(i, p.detach(), o, sched)
         if fixed_x is None:
             x = torch.randn(batch, dim, generator=gen, device=dev, dtype=theta.dtype)
             y = target_fn(x)
@@ -96,5 +102,77 @@ def train_stream(forward, theta: torch.Tensor, target_fn, steps: int, batch: int
             with torch.no_grad():
                 held.append(((forward(p.detach(), x_held).reshape(-1) - y_held) ** 2).mean())
             held_steps.append(i)
+    if callback is not None and callback_every:
+        callback(steps, p.detach(), o, sched)
     held_arr = torch.stack(held).double().cpu().numpy() if held else np.array([])
     return StreamRun(losses.double().cpu().numpy(), lrs.numpy(), np.array(held_steps), held_arr, p.detach())
+
+
+@dataclass
+class RangeTest:
+    """An LR range test: the lr and training loss of each step, and the suggested lr."""
+
+    lr: np.ndarray
+    loss: np.ndarray
+    suggestion: float
+
+
+def lr_range_test(forward, theta: torch.Tensor, target_fn, lr_min: float = 1e-5, lr_max: float = 1.0,
+                  steps: int = 300, batch: int = 1000, opt: str = "adam", seed: int = 0, smooth: int = 21,
+                  opt_kwargs: dict | None = None) -> RangeTest:
+    """Exponential LR sweep from lr_min to lr_max over `steps` (Smith 2017; torch-lr-finder's "exp" mode) on fresh
+    batches; the suggestion is the lr at the steepest descent of the smoothed log loss, before divergence."""
+    from lab.schedules import lr_range_suggestion
+
+    if not 0 < lr_min < lr_max:
+        raise ValueError(f"lr_range_test: need 0 < lr_min < lr_max, got lr_min={lr_min}, lr_max={lr_max}")
+    gamma = (lr_max / lr_min) ** (1 / max(steps - 1, 1))
+    run = train_stream(forward, theta, target_fn, steps, batch=batch, opt=opt, lr=lr_min, seed=seed,
+                       opt_kwargs=opt_kwargs,
+                       schedule=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma))
+    return RangeTest(run.lr, run.loss, lr_range_suggestion(run.lr, run.loss, smooth=smooth))
+
+
+def squared_errors(forward, theta: torch.Tensor, x: torch.Tensor, target_fn) -> torch.Tensor:
+    """Per-sample squared errors (forward(θ, x) − target_fn(x))², without autograd."""
+    with torch.no_grad():
+        return (forward(theta, x).reshape(-1) - target_fn(x)) ** 2
+
+
+@dataclass
+class VarianceProbe:
+    """Callback for `train_stream`: at each call, the loss-variance decomposition at the current frozen θ.
+
+    Records the step, the intrinsic std of log10 batch loss over `n_batches` fresh batches (`intrinsic_std`), an
+    independent bootstrap of it from one separate sample of `n_spread` errors (`resampled_std`), and the notes'
+    per-sample spread of that sample (`log_error_spread`). With `set_floor` it also hands the intrinsic std to the
+    scheduler (ConstantVarianceLR.set_floor): the notes' proposed fix, in the units the controller sees.
+    """
+
+    forward: Callable
+    target_fn: Callable
+    batch: int
+    n_batches: int = 32
+    n_spread: int = 40_000
+    seed: int = 0
+    set_floor: bool = False
+    dim: int = 3
+
+    def __post_init__(self) -> None:
+        self.records: list[dict] = []
+        self._gen: torch.Generator | None = None
+
+    def __call__(self, step: int, theta: torch.Tensor, optimizer, scheduler) -> None:
+        from lab.schedules import intrinsic_std, log_error_spread, resampled_std
+
+        if self._gen is None:
+            self._gen = torch.Generator(device=theta.device).manual_seed(self.seed)
+        kw = {"generator": self._gen, "device": theta.device, "dtype": theta.dtype}
+        x = torch.randn(self.n_batches * self.batch, self.dim, **kw)
+        floor = intrinsic_std(squared_errors(self.forward, theta, x, self.target_fn), self.batch)
+        x2 = torch.randn(self.n_spread, self.dim, **kw)
+        e2 = squared_errors(self.forward, theta, x2, self.target_fn)
+        self.records.append({"step": step, "intrinsic": floor, "resampled": resampled_std(e2, self.batch, seed=step),
+                             "spread": log_error_spread(e2), "lr": optimizer.param_groups[0]["lr"]})
+        if self.set_floor and scheduler is not None:
+            scheduler.set_floor(floor)

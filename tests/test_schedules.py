@@ -5,8 +5,23 @@ import torch
 from lab.data import seed002_target
 from lab.models import Seed002Net
 from lab.params import make_forward
-from lab.schedules import ConstantVarianceLR, autocorrelation, detrend, lr_range_suggestion, rolling_std, spectral_peak
-from lab.training import train_stream
+from lab.schedules import (
+    SCHEDULES,
+    ConstantVarianceLR,
+    autocorrelation,
+    detrend,
+    intrinsic_std,
+    log_error_spread,
+    lr_range_suggestion,
+    make_schedule,
+    resampled_std,
+    ringing_period,
+    rolling_std,
+    spectral_peak,
+    spike_count,
+    time_to_target,
+)
+from lab.training import VarianceProbe, lr_range_test, squared_errors, train_stream
 
 
 def _controller(**kw):
@@ -83,3 +98,93 @@ def test_train_stream_fixed_vs_fresh_and_model_untouched() -> None:
     sched = lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.5)  # noqa: E731
     decayed = train_stream(fwd, theta, seed002_target, 4, batch=16, lr=1.0, schedule=sched)
     assert decayed.lr.tolist() == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_lr_range_suggestion_stops_at_divergence() -> None:
+    lrs = np.logspace(-5, 0, 300)
+    losses = np.exp(-3 / (1 + np.exp(-4 * (np.log10(lrs) + 2.5))))
+    losses[200:] = np.exp(np.linspace(0, 30, 100))                          # blows up past lr ~ 2e-2, then inf
+    losses[260:] = np.inf
+    assert lr_range_suggestion(lrs, losses) == pytest.approx(10**-2.5, rel=0.15)
+    with pytest.raises(ValueError, match="diverged"):
+        lr_range_suggestion(lrs, np.r_[1.0, np.inf, np.ones(298)])
+
+
+def test_make_schedule_uses_torch_schedulers() -> None:
+    sch = torch.optim.lr_scheduler
+    expected = {"constant": sch.ConstantLR, "exp": sch.ExponentialLR, "step": sch.StepLR,
+                "cosine": sch.CosineAnnealingLR, "onecycle": sch.OneCycleLR, "plateau": sch.ReduceLROnPlateau,
+                "constvar": ConstantVarianceLR}
+    assert set(expected) == set(SCHEDULES)
+    for name, cls in expected.items():
+        p = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([p], lr=0.3)
+        assert isinstance(make_schedule(name, opt, 100, lr_end=3e-3), cls)
+    p = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD([p], lr=0.3)
+    s = make_schedule("exp", opt, 100, lr_end=3e-3)
+    for _ in range(99):
+        opt.step()
+        s.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(3e-3, rel=1e-9)        # exactly lr_end at the last step
+    with pytest.raises(ValueError, match="schedule 'linear' is not allowed"):
+        make_schedule("linear", opt, 10)
+
+
+def test_intrinsic_std_matches_delta_method() -> None:
+    # exponential(1) errors: mean of B has std 1/sqrt(B), so std log10(mean) ~ 1/(ln 10 sqrt(B)) (delta method)
+    gen = torch.Generator().manual_seed(0)
+    b = 400
+    e = -torch.log(torch.rand(400 * b, generator=gen, dtype=torch.float64))
+    expected = 1 / (np.log(10) * np.sqrt(b))
+    assert intrinsic_std(e, b) == pytest.approx(expected, rel=0.1)
+    assert resampled_std(e[:20_000], b, n=400) == pytest.approx(expected, rel=0.15)   # independent bootstrap
+    assert intrinsic_std(torch.full((1000,), 2.0), 100) == 0.0
+    with pytest.raises(ValueError, match="at least 2 batches"):
+        intrinsic_std(e[:b], b)
+    z = torch.randn(100_000, generator=gen, dtype=torch.float64)
+    assert log_error_spread(10 ** (0.7 * z)) == pytest.approx(0.7, rel=0.02)
+
+
+def test_ringing_spikes_and_time_to_target() -> None:
+    t = np.arange(1200)
+    trend = -t / 600
+    ring = trend + 0.05 * np.sin(2 * np.pi * t / 7)
+    lag, height = ringing_period(ring)
+    assert lag == 7 and height > 0.5
+    assert ringing_period(trend)[0] == 0 or ringing_period(trend)[1] < 0.2
+    zig = trend + 0.02 * (-1.0) ** t                                       # period-2 zigzag
+    assert ringing_period(zig)[0] == 2
+    spikes = trend.copy()
+    spikes[[300, 301, 700, 1000]] += 1.0
+    assert spike_count(spikes) == 3 and spike_count(trend) == 0
+    assert time_to_target(np.array([0, 10, 20]), np.array([5.0, 2.0, 1.0]), 2.0) == 10.0
+    assert time_to_target(np.array([0, 10]), np.array([5.0, 3.0]), 1.0) == float("inf")
+
+
+def test_train_stream_callback_and_variance_probe() -> None:
+    torch.manual_seed(0)
+    fwd, theta, _ = make_forward(Seed002Net(hidden=8))
+    calls = []
+    train_stream(fwd, theta, seed002_target, 10, batch=32, callback=lambda i, th, o, s: calls.append(i),
+                 callback_every=4)
+    assert calls == [0, 4, 8, 10]
+    probe = VarianceProbe(fwd, seed002_target, batch=64, n_batches=8, n_spread=2000, set_floor=True)
+    cv = lambda o: ConstantVarianceLR(o, window=5)  # noqa: E731
+    run = train_stream(fwd, theta, seed002_target, 12, batch=64, observe=True, schedule=cv, callback=probe,
+                       callback_every=6)
+    assert [r["step"] for r in probe.records] == [0, 6, 12] and np.all(np.isfinite(run.loss))
+    rec = probe.records[-1]
+    assert rec["intrinsic"] > 0 and rec["spread"] > rec["intrinsic"]
+    e = squared_errors(fwd, run.theta, torch.randn(50, 3), seed002_target)
+    assert e.shape == (50,) and not e.requires_grad
+
+
+def test_lr_range_test_sweeps_exponentially() -> None:
+    torch.manual_seed(0)
+    fwd, theta, _ = make_forward(Seed002Net(hidden=16))
+    rt = lr_range_test(fwd, theta, seed002_target, lr_min=1e-4, lr_max=1e-1, steps=120, batch=256)
+    assert rt.lr[0] == pytest.approx(1e-4) and rt.lr[-1] == pytest.approx(1e-1, rel=1e-6)
+    assert 1e-4 <= rt.suggestion <= 1e-1
+    with pytest.raises(ValueError, match="lr_min"):
+        lr_range_test(fwd, theta, seed002_target, lr_min=1.0, lr_max=0.1)
