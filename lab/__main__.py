@@ -28,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a chapter over a grid of parameters on Dask into runs/<sweep>/ (resumable)")
     sw.add_argument("nb", help="chapter: 01, 01_noise_floor or a notebook path")
     sw.add_argument("--grid", required=True, help="YAML grid: {param: [values]} for the full product, or "
-                    "{grid: {...}, rows: [{...}], fixed: {...}, plot: {x: PARAM, y: COLUMN}}")
+                    "{grid: {...}, rows: [{...}], fixed: {...}, plot: {x: PARAM, y: COLUMN}, name: SWEEP}")
     sw.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="an existing Dask scheduler (tcp://host:8786); default: a LocalCluster on this machine")
     sw.add_argument("--workers", type=int, default=None, metavar="N",
@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--out-dir", default=None, help="parent folder of the sweep folder (default runs/)")
     sw.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
     sw.add_argument("--plot", nargs="+", default=[], metavar="AXIS=COLUMN",
-                    help="summary plot axes, e.g. x=max_width y=C6.alpha (default: from the grid file or guessed)")
+                    help="summary plot axes, e.g. x=max_width y=C6.alpha: a parameter, a claim column C<n>.<number>, "
+                         "seconds or claims_passed (default: from the grid file or guessed)")
     sw.add_argument("--dry-run", action="store_true", help="validate the grid and list the points; run nothing")
     sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -59,10 +60,11 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be a positive integer, got {args.workers}")
     out_root = args.out_dir or RUNS
     if args.dry_run:
-        plan = sweep.plan(args.nb, args.grid, name=args.name, out_root=out_root)
+        plan = sweep.plan(args.nb, args.grid, name=args.name, out_root=out_root, plot=plot or None)
         print(f"sweep {plan.name}: {len(plan.points)} point(s) of {plan.notebook.name} into {plan.out_dir}")
+        states = {"done": "done", "pending": "to run", "stale": "to run (the chapter's code changed)"}
         for pid, params in plan.points.items():
-            print(f"  {pid}  {'done' if sweep.is_done(plan, pid) else 'to run'}  {params}")
+            print(f"  {pid}  {states[sweep.point_state(plan, pid)]}  {params}")
         return 0
     try:
         res = sweep.run_sweep(args.nb, args.grid, name=args.name, scheduler=args.scheduler, workers=args.workers,

@@ -4,13 +4,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+
+def _env_path(name: str, default: Path) -> Path:
+    """The folder named by environment variable name, made absolute (a relative value is taken from the current
+    working directory, once, at import), else default."""
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
+
+
 ROOT: Path = Path(__file__).resolve().parent.parent
 NOTEBOOKS: Path = ROOT / "notebooks"
-FIGURES: Path = Path(os.environ.get("LAB_FIGURES", ROOT / "figures"))  # sweeps point this elsewhere per run
+FIGURES: Path = _env_path("LAB_FIGURES", ROOT / "figures")  # sweeps point this elsewhere per run
 RUNS: Path = ROOT / "runs"
 REPORT: Path = ROOT / "report"
-DATA: Path = Path(os.environ.get("LAB_DATA", ROOT / "data"))
-RESULTS: Path = Path(os.environ.get("LAB_RESULTS", RUNS / "results"))
+DATA: Path = _env_path("LAB_DATA", ROOT / "data")
+RESULTS: Path = _env_path("LAB_RESULTS", RUNS / "results")
 
 
 def figure_dir(chapter: str) -> Path:

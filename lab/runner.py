@@ -8,7 +8,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,10 @@ import yaml
 from lab.paths import NOTEBOOKS, REPORT, ROOT, RUNS
 
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.IGNORECASE)
+FLOAT_RE = re.compile(  # a float as text, e.g. 1e-10 (which YAML 1.1 reads as a string)
+    r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.IGNORECASE)
 _MAX_NAME = 80
+PART = ".part"  # suffix of write_atomic's temporary files
 
 
 class WorkbookError(RuntimeError):
@@ -53,7 +55,7 @@ def _parse_value(text: str) -> Any:
     s = text.strip()
     if s in ("None", "null", "~"):
         return None
-    if _FLOAT_RE.match(s) and not re.fullmatch(r"[+-]?\d+", s):
+    if FLOAT_RE.match(s) and not re.fullmatch(r"[+-]?\d+", s):
         return float(s)
     try:
         value = yaml.safe_load(s)
@@ -110,9 +112,38 @@ def output_name(stem: str, params: dict[str, Any] | None) -> str:
     return f"{stem}__{tag}.ipynb"
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def is_inside(path: Path, folder: Path) -> bool:
     """True when path lies inside folder."""
-    return path.resolve().is_relative_to(folder.resolve())
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def write_atomic(path: str | Path, content: str | bytes | Callable[[Path], None]) -> Path:
+    """Write path through a temporary file in the same folder and os.replace, so no reader ever sees it half
+    written: content is text, bytes, or a function that writes the file at the path it is given.
+
+    The temporary file is hidden (.<name>.<random>.part) and removed on failure; the result keeps the mode of
+    the file it replaces (0o644 for a new file).
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PART, dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        if callable(content):
+            os.close(fd)
+            content(tmp)
+        else:
+            with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w",
+                           **({} if isinstance(content, bytes) else {"encoding": "utf-8"})) as fh:
+                fh.write(content)
+        if path.exists():
+            shutil.copymode(path, tmp)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 @contextlib.contextmanager
@@ -129,8 +160,8 @@ def _kernel_env() -> Iterator[None]:
             os.environ["PYTHONPATH"] = old
 
 
-def _execute(src: Path, out: Path, params: dict[str, Any] | None, progress: bool,
-             timeout: float | None) -> None:
+def execute(src: Path, out: Path, params: dict[str, Any] | None, progress: bool,
+            timeout: float | None) -> None:
     """Run papermill on src into out, with the python3 kernel in the notebook's folder."""
     import papermill
 
@@ -150,10 +181,10 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
     fname = output_name(src.stem, params) if name is None else (
         name if name.endswith(".ipynb") else f"{name}.ipynb")
     out = Path(out_dir) / fname
-    if _inside(out, NOTEBOOKS) or out.resolve() == src:
+    if is_inside(out, NOTEBOOKS) or out.resolve() == src:
         raise ValueError(f"refusing to write run output {out} over/among the source notebooks")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _execute(src, out, params, progress, timeout)
+    execute(src, out, params, progress, timeout)
     return out
 
 
@@ -185,20 +216,11 @@ def refresh_chapter(nb: str | Path, progress: bool = True, timeout: float | None
     src = resolve_notebook(nb)
     with tempfile.TemporaryDirectory(prefix="lab-refresh-") as tmp:
         out = Path(tmp) / src.name
-        _execute(src, out, None, progress, timeout)
+        execute(src, out, None, progress, timeout)
         executed = nbformat.read(out, as_version=4)
     original = nbformat.read(src, as_version=4)
     merged = _merge_outputs(original, executed)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{src.stem}.", suffix=".tmp", dir=src.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            nbformat.write(merged, fh)
-        shutil.copymode(src, tmp_name)
-        os.replace(tmp_name, src)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return src
+    return write_atomic(src, lambda tmp: nbformat.write(merged, str(tmp)))
 
 
 def _counts(path: Path) -> tuple[int, int]:

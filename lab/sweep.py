@@ -10,7 +10,7 @@ import math
 import os
 import re
 import socket
-import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -23,11 +23,13 @@ from typing import Any
 import yaml
 
 from lab.paths import NOTEBOOKS, RUNS
-from lab.runner import _execute, _inside, declared_parameters, resolve_notebook
+from lab.runner import FLOAT_RE, PART, declared_parameters, execute, is_inside, resolve_notebook, write_atomic
 
 GRID_KEYS = ("grid", "rows", "fixed", "plot", "name")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_PART = ".part"  # temporary files: .<name>.<random>.part[.ipynb], removed or renamed when complete
+_PART = PART  # temporary files: .<name>.<random>.part[.ipynb], removed or renamed when complete
+_CLAIM_COLUMN = re.compile(r"^C\d+[A-Za-z]?\..+")  # C<n>.passed and C<n>.<number> columns of the results
+_PLOT_COLUMNS = ("seconds", "claims_passed")  # results columns besides parameters and claims that can be plotted
 
 
 class SweepError(ValueError):
@@ -54,12 +56,21 @@ def _as_values(name: str, value: Any) -> list[Any]:
     return values
 
 
+def is_structured(data: dict[str, Any]) -> bool:
+    """True when a grid mapping uses the structured keys: grid or fixed is a mapping, or rows is a list holding
+    mappings. Otherwise every key is a chapter parameter, so a parameter named grid, rows, fixed, plot or name
+    (chapter 04 declares grid: int) can be swept in a plain grid; plot and name count only alongside these."""
+    rows = data.get("rows")
+    return (isinstance(data.get("grid"), dict) or isinstance(data.get("fixed"), dict)
+            or (isinstance(rows, list) and any(isinstance(r, dict) for r in rows)))
+
+
 def parse_grid(data: Any) -> GridSpec:
-    """Parse a grid mapping: {param: [values]} (full product) or {grid:, rows:, fixed:, plot:, name:}."""
+    """Parse a grid mapping: {param: [values]} (full product) or {grid:, rows:, fixed:, plot:, name:}
+    (structured when grid or fixed is a mapping or rows a list of mappings; see is_structured)."""
     if not isinstance(data, dict) or not data:
         raise SweepError(f"a grid must be a non-empty mapping, got {type(data).__name__}: {data!r}")
-    structured = any(k in data for k in ("grid", "rows", "fixed"))
-    if not structured:
+    if not is_structured(data):
         data = {"grid": data}
     extra = sorted(set(data) - set(GRID_KEYS))
     if extra:
@@ -68,7 +79,8 @@ def parse_grid(data: Any) -> GridSpec:
     grid, rows, fixed = data.get("grid") or {}, data.get("rows") or [], data.get("fixed") or {}
     for key, val, kind in (("grid", grid, dict), ("rows", rows, list), ("fixed", fixed, dict)):
         if not isinstance(val, kind):
-            raise SweepError(f"grid key {key!r} must be a {kind.__name__}, got {type(val).__name__}")
+            raise SweepError(f"grid key {key!r} must be a {kind.__name__}, got {type(val).__name__} (a parameter "
+                             f"named {key!r} goes under grid: or fixed: in a structured grid file)")
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not row:
             raise SweepError(f"rows[{i}] must be a non-empty mapping of parameter: value, got {row!r}")
@@ -123,16 +135,36 @@ def point_id(params: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- validation
-def _default(info: dict[str, Any]) -> Any:
-    """The declared default as a python value (None when it is not a literal)."""
+_NO_DEFAULT = object()  # a declared default that is not a python literal
+
+
+def _literal_default(info: dict[str, Any]) -> Any:
+    """The declared default as a python value, or _NO_DEFAULT when it is not a literal."""
     try:
         return ast.literal_eval(str(info.get("default")))
     except (ValueError, SyntaxError):
-        return None
+        return _NO_DEFAULT
+
+
+def _default(info: dict[str, Any]) -> Any:
+    """The declared default as a python value (None when it is not a literal)."""
+    value = _literal_default(info)
+    return None if value is _NO_DEFAULT else value
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
                                        "list": (list,), "dict": (dict,), "tuple": (list, tuple)}
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """text split at sep outside brackets: "int|dict[str,int|float]" -> ["int", "dict[str,int|float]"]."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 def _accepted(info: dict[str, Any]) -> tuple[tuple[type, ...] | None, bool]:
@@ -142,14 +174,15 @@ def _accepted(info: dict[str, Any]) -> tuple[tuple[type, ...] | None, bool]:
     m = re.fullmatch(r"(?:typing\.)?Optional\[(.+)\]", tname)
     if m:
         tname, optional = m[1], True
-    parts = tname.split("|")
+    m = re.fullmatch(r"(?:typing\.)?Union\[(.+)\]", tname)
+    parts = _split_top(m[1], ",") if m else _split_top(tname, "|")
     if "None" in parts and len(parts) > 1:
-        parts.remove("None")
+        parts = [p for p in parts if p != "None"]
         optional = True
-    if len(parts) == 1:
-        base = re.sub(r"\[.*\]$", "", parts[0]).split(".")[-1].lower()
-        if base in _TYPES:
-            return _TYPES[base], optional
+    if parts != ["None"]:
+        bases = [re.sub(r"\[.*\]$", "", p).split(".")[-1].lower() for p in parts]
+        if all(b in _TYPES for b in bases):
+            return tuple(dict.fromkeys(t for b in bases for t in _TYPES[b])), optional
     default = _default(info)
     if parts == ["None"] and default is not None:  # no annotation: infer from the default literal
         for name, types in _TYPES.items():
@@ -165,7 +198,9 @@ def check_point(declared: dict[str, dict[str, Any]], params: dict[str, Any], whe
     if unknown:
         allowed = ", ".join(f"{k} ({v.get('inferred_type_name')}, default {v.get('default')})"
                             for k, v in declared.items()) or "(none)"
-        raise SweepError(f"unknown parameter(s) {', '.join(map(repr, unknown))}{at}; allowed: {allowed}")
+        hint = ("; grid, rows, fixed, plot and name are grid-file keys only when grid: or fixed: is a mapping or "
+                "rows: a list of mappings" if set(unknown) & set(GRID_KEYS) else "")
+        raise SweepError(f"unknown parameter(s) {', '.join(map(repr, unknown))}{at}; allowed: {allowed}{hint}")
     for name, value in params.items():
         types, optional = _accepted(declared[name])
         if value is None and optional:
@@ -177,6 +212,18 @@ def check_point(declared: dict[str, dict[str, Any]], params: dict[str, Any], whe
                              f"(default {info.get('default')}), got {type(value).__name__} {value!r}")
 
 
+def floats_from_text(declared: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """Strings that spell a float become floats where a float is declared (and a string is not): YAML 1.1 reads
+    1e-10 (no dot) as the string "1e-10". The same float syntax as `python -m lab run -p` (runner.FLOAT_RE)."""
+    out = dict(params)
+    for k, v in params.items():
+        if isinstance(v, str) and k in declared and FLOAT_RE.match(v.strip()):
+            types = _accepted(declared[k])[0]
+            if types is not None and float in types and str not in types:
+                out[k] = float(v)
+    return out
+
+
 def canonical(declared: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
     """Ints given for float-declared parameters become floats, so 1 and 1.0 name the same point."""
     out = dict(params)
@@ -185,6 +232,29 @@ def canonical(declared: dict[str, dict[str, Any]], params: dict[str, Any]) -> di
                 _accepted(declared[k])[0] == _TYPES["float"]):
             out[k] = float(v)
     return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as canonical JSON (so 1 and True, 1 and 1.0 differ; a tuple equals the list)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def identity(declared: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that name a point: those whose value differs from the chapter's declared default, so
+    {max_width: 256} and {max_width: 256, n_seeds: 5} (the default) are the same run with the same id."""
+    defaults = canonical(declared, {k: d for k, v in declared.items()
+                                    if (d := _literal_default(v)) is not _NO_DEFAULT})
+    return {k: v for k, v in params.items() if not (k in defaults and _same(v, defaults[k]))}
+
+
+def notebook_hash(path: str | Path) -> str:
+    """The first 12 hex digits of sha1 over a notebook's code cells (sources, in order): which version of a
+    chapter's code a point ran. Markdown and outputs do not count."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    return hashlib.sha1(json.dumps(code).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------- the plan
@@ -199,6 +269,7 @@ class Sweep:
     defaults: dict[str, Any]
     swept: list[str]
     plot: dict[str, str] = field(default_factory=dict)
+    code: str = ""  # notebook_hash of the chapter when planned; finished points of another version are stale
 
     def notebook_path(self, pid: str) -> Path:
         """The executed notebook of a finished point."""
@@ -209,9 +280,23 @@ class Sweep:
         return self.out_dir / f"{pid}.json"
 
 
+def _check_plot(plot: dict[str, str], declared: dict[str, Any], src: Path, option: str) -> None:
+    """Raise SweepError unless each axis names a parameter, a claim column (C<n>.<number>, C<n>.passed) or
+    seconds / claims_passed. Claim numbers are only known once points have run (see choose_axes)."""
+    for axis, col in plot.items():
+        if axis not in ("x", "y"):
+            raise SweepError(f"{option} axis {axis!r} must be x or y")
+        if col in declared or col in _PLOT_COLUMNS or _CLAIM_COLUMN.match(col):
+            continue
+        raise SweepError(f"{option} {axis}={col!r} is not a column of the results; allowed: a parameter of "
+                         f"{src.name} ({', '.join(declared) or 'none'}), {', '.join(_PLOT_COLUMNS)}, or a claim "
+                         "column C<n>.<number> / C<n>.passed")
+
+
 def plan(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name: str | None = None,
-         out_root: str | Path = RUNS) -> Sweep:
-    """Resolve the chapter, expand and validate every point (names and types) before anything runs."""
+         out_root: str | Path = RUNS, plot: dict[str, str] | None = None) -> Sweep:
+    """Resolve the chapter, expand and validate every point (names and types) and the plot axes (plot overrides
+    the grid file's plot:) before anything runs."""
     src = resolve_notebook(nb)
     if isinstance(grid, GridSpec):
         spec, grid_stem = grid, "grid"
@@ -222,36 +307,30 @@ def plan(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name: str
     sweep_name = name or spec.name or f"{src.stem}__{grid_stem}"
     if not _NAME_RE.match(sweep_name):
         raise SweepError(f"sweep name {sweep_name!r} must be a plain file name (letters, digits, . _ + -)")
-    out_dir = Path(out_root) / sweep_name
-    if _inside(out_dir, NOTEBOOKS):
+    out_dir = Path(out_root).expanduser().resolve() / sweep_name  # workers and kernels run in other folders
+    if is_inside(out_dir, NOTEBOOKS):
         raise SweepError(f"refusing to write sweep output {out_dir} among the source notebooks")
     declared = declared_parameters(src)
+    _check_plot(spec.plot, declared, src, "plot:")
+    _check_plot(plot or {}, declared, src, "--plot")
     points: dict[str, dict[str, Any]] = {}
     for i, p in enumerate(expand(spec)):
+        p = floats_from_text(declared, p)
         check_point(declared, p, where=f"point {i} ({json.dumps(p, default=str)})")
         p = canonical(declared, p)
-        points.setdefault(point_id(p), p)
+        points.setdefault(point_id(identity(declared, p)), p)
+    defaults = canonical(declared, {k: _default(v) for k, v in declared.items()})
     swept = [k for k in dict.fromkeys(k for p in points.values() for k in p)
-             if len({json.dumps(p.get(k), default=str) for p in points.values()}) > 1]
-    for axis, col in spec.plot.items():
-        if axis == "x" and col not in declared:
-            raise SweepError(f"plot x {col!r} is not a parameter of {src.name}; allowed: {', '.join(declared)}")
-    return Sweep(notebook=src, name=sweep_name, out_dir=out_dir, points=points,
-                 defaults={k: _default(v) for k, v in declared.items()}, swept=swept, plot=dict(spec.plot))
+             if len({json.dumps(p.get(k, defaults.get(k)), sort_keys=True, default=str)
+                     for p in points.values()}) > 1]
+    return Sweep(notebook=src, name=sweep_name, out_dir=out_dir, points=points, defaults=defaults, swept=swept,
+                 plot={**spec.plot, **(plot or {})}, code=notebook_hash(src))
 
 
-# ------------------------------------------------------------------------------------------ atomic writes
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same folder and os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_PART, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# ------------------------------------------------------------------------------------------------- records
+def _write_json(path: Path, data: Any) -> None:
+    """Write data as indented JSON, atomically."""
+    write_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def read_record(path: Path) -> dict[str, Any] | None:
@@ -263,10 +342,25 @@ def read_record(path: Path) -> dict[str, Any] | None:
     return rec if isinstance(rec, dict) else None
 
 
-def is_done(sweep: Sweep, pid: str) -> bool:
-    """True when the point's record says ok and its executed notebook exists."""
+def point_state(sweep: Sweep, pid: str) -> str:
+    """"done" when the point's record says ok and its executed notebook is there (non-empty); "stale" when so but
+    the record's code_hash is not the chapter's current one (its code changed since; records without a hash, from
+    before hashes were kept, count as done); else "pending"."""
     rec = read_record(sweep.record_path(pid))
-    return bool(rec and rec.get("status") == "ok" and sweep.notebook_path(pid).is_file())
+    try:
+        size = sweep.notebook_path(pid).stat().st_size
+    except OSError:
+        size = 0
+    if not (rec and rec.get("status") == "ok" and size > 0):
+        return "pending"
+    if sweep.code and rec.get("code_hash") and rec["code_hash"] != sweep.code:
+        return "stale"
+    return "done"
+
+
+def is_done(sweep: Sweep, pid: str) -> bool:
+    """True when the point finished ok with the chapter's current code (point_state is "done")."""
+    return point_state(sweep, pid) == "done"
 
 
 def _json_safe(value: Any) -> Any:
@@ -295,7 +389,9 @@ def _worker_address() -> str:
 @contextlib.contextmanager
 def _point_env(folder: Path, pid: str) -> Iterator[None]:
     """Send the chapter's figures and saved tables to runs/<sweep>/{figures,results}/<pid>/ for the duration,
-    so points running side by side never write over each other or over the committed figures/."""
+    so points never write over each other or over the committed figures/. Absolute paths: the kernel runs in the
+    notebook's folder. Process-wide: run_point holds _POINT_LOCK around it."""
+    folder = Path(folder).expanduser().resolve()
     new = {"LAB_FIGURES": str(folder / "figures" / pid), "LAB_RESULTS": str(folder / "results" / pid)}
     old = {k: os.environ.get(k) for k in new}
     os.environ.update(new)
@@ -309,29 +405,51 @@ def _point_env(folder: Path, pid: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# One point at a time per worker process: a point sets process-wide state (LAB_FIGURES and LAB_RESULTS here,
+# PYTHONPATH in runner.execute, papermill's working directory), so on a worker with several threads (a hand-started
+# `dask worker` defaults to one per core) the other threads wait for the running point.
+_POINT_LOCK = threading.Lock()
+
+
 def run_point(src: str, out_dir: str, pid: str, params: dict[str, Any],
               timeout: float | None = None) -> dict[str, Any]:
     """Execute one point (papermill) into out_dir/<pid>.ipynb, write and return its status record.
 
-    The notebook goes to a temporary name and is renamed on success, so <pid>.ipynb is always complete; a failed
-    run keeps its partial notebook as <pid>.failed.ipynb and the record holds the error. Never raises for a
-    failing chapter: the failure is the record.
+    The notebook goes to a temporary name and is renamed on success, so <pid>.ipynb is always complete (a stale
+    <pid>.failed.ipynb from an earlier attempt is removed); a failed run keeps its partial notebook as
+    <pid>.failed.ipynb and the record holds the error. Never raises for a failing chapter: the failure is the
+    record. out_dir must exist (the coordinator creates it): a worker that cannot see it does not share the
+    filesystem, and gets a failed record saying so (returned, not written). Points in one process run one at a
+    time (_POINT_LOCK).
     """
+    with _POINT_LOCK:
+        return _run_point(src, out_dir, pid, params, timeout)
+
+
+def _run_point(src: str, out_dir: str, pid: str, params: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+    """run_point without the lock."""
     import nbformat
 
     from lab.report import parse_claims
 
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    final, tmp = folder / f"{pid}.ipynb", folder / f".{pid}.{uuid.uuid4().hex[:8]}{_PART}.ipynb"
+    folder = Path(out_dir).expanduser().resolve()
     rec: dict[str, Any] = {"id": pid, "params": params, "notebook": str(Path(src).name), "worker": _worker_address(),
                            "host": socket.gethostname(), "started": time.time()}
+    if not folder.is_dir():
+        rec.update(status="failed", claims=[], seconds=0.0, code_hash=None,
+                   error=f"SweepError: worker {rec['worker']} on {rec['host']} does not share the filesystem: the "
+                         f"sweep folder {folder} is not there; every worker must see the repository and the sweep "
+                         "folder at the same path")
+        return rec
+    rec["code_hash"] = notebook_hash(src)
+    final, tmp = folder / f"{pid}.ipynb", folder / f".{pid}.{uuid.uuid4().hex[:8]}{_PART}.ipynb"
     t0 = time.perf_counter()
     try:
         with _point_env(folder, pid):
-            _execute(Path(src), tmp, params, progress=False, timeout=timeout)
+            execute(Path(src), tmp, params, progress=False, timeout=timeout)
         claims = parse_claims(nbformat.read(tmp, as_version=4))
         os.replace(tmp, final)
+        (folder / f"{pid}.failed.ipynb").unlink(missing_ok=True)  # an earlier failed attempt
         rec.update(status="ok", error=None,
                    claims=[{"id": c["id"], "passed": bool(c["passed"]), "statement": c["statement"],
                             "numbers": _json_safe(c["numbers"])} for c in claims])
@@ -344,7 +462,7 @@ def run_point(src: str, out_dir: str, pid: str, params: dict[str, Any],
     finally:
         tmp.unlink(missing_ok=True)
     rec["seconds"] = round(time.perf_counter() - t0, 3)
-    _write_atomic(folder / f"{pid}.json", json.dumps(rec, indent=1, default=str))
+    _write_json(folder / f"{pid}.json", rec)
     return rec
 
 
@@ -382,15 +500,25 @@ def _dashboard(client: Any) -> str | None:
 
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, workers: int | None = None, n_points: int = 1,
-            dashboard_address: str | None = ":8787") -> Iterator[Any]:
-    """A distributed.Client: to scheduler when given, else to a new LocalCluster (processes, 1 thread each)."""
+            dashboard_address: str | None = ":8787", wait_timeout: float = 120.0) -> Iterator[Any]:
+    """A distributed.Client: to scheduler when given (waiting at most wait_timeout seconds for workers to have
+    joined), else to a new LocalCluster (processes, 1 thread each)."""
     from distributed import Client, LocalCluster
 
     if scheduler:
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except OSError as exc:  # TimeoutError included
+            raise SweepError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
         try:
             if workers:
-                client.wait_for_workers(workers)
+                try:
+                    client.wait_for_workers(workers, timeout=wait_timeout)
+                except TimeoutError as exc:
+                    have = len(client.scheduler_info().get("workers", {}))
+                    raise SweepError(f"only {have} of the {workers} worker(s) asked for (--workers) joined the "
+                                     f"scheduler at {scheduler} within {wait_timeout:g} s; start more workers "
+                                     "or ask for fewer") from exc
             yield client
         finally:
             client.close()
@@ -413,23 +541,29 @@ def run_sweep(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name
               plot: dict[str, str] | None = None, dashboard_address: str | None = ":8787") -> SweepResult:
     """Validate, then run every pending point of a sweep on Dask and collect the table and summary plot.
 
-    Points whose record says ok and whose notebook exists are skipped; failed and missing ones run. Each point
-    writes its own record as it finishes, so killing a worker or the whole sweep loses no finished point.
+    Points whose record says ok and whose notebook exists are skipped; failed and missing ones run, and so do
+    finished ones whose chapter code has changed since (with a warning; see point_state). Each point writes its
+    own record as it finishes, so killing a worker or the whole sweep loses no finished point.
     Pass client to use an existing distributed.Client, scheduler for an address, else a LocalCluster of workers.
     """
     from tqdm.auto import tqdm
 
-    sweep = plan(nb, grid, name=name, out_root=out_root)
-    if plot:
-        sweep.plot.update(plot)
+    sweep = plan(nb, grid, name=name, out_root=out_root, plot=plot)
     sweep.out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(sweep.out_dir / "sweep.json", json.dumps(
-        {"notebook": str(sweep.notebook), "name": sweep.name, "swept": sweep.swept, "plot": sweep.plot,
-         "points": sweep.points}, indent=1, default=str))
+    _write_json(sweep.out_dir / "sweep.json", {"notebook": str(sweep.notebook), "name": sweep.name,
+                                               "code_hash": sweep.code, "swept": sweep.swept, "plot": sweep.plot,
+                                               "points": sweep.points})
     _clean_partials(sweep.out_dir)
-    skipped = [pid for pid in sweep.points if is_done(sweep, pid)]
-    pending = [pid for pid in sweep.points if pid not in set(skipped)]
-    tqdm.write(f"sweep {sweep.name}: {len(sweep.points)} point(s), {len(skipped)} already done, {len(pending)} to run")
+    states = {pid: point_state(sweep, pid) for pid in sweep.points}
+    skipped = [pid for pid, st in states.items() if st == "done"]
+    pending = [pid for pid, st in states.items() if st != "done"]
+    stale = [pid for pid, st in states.items() if st == "stale"]
+    if stale:
+        warnings.warn(f"{len(stale)} finished point(s) of sweep {sweep.name} ran another version of "
+                      f"{sweep.notebook.name}'s code (its code hash is now {sweep.code}): running them again",
+                      stacklevel=2)
+    tqdm.write(f"sweep {sweep.name}: {len(sweep.points)} point(s), {len(skipped)} already done, {len(pending)} to run"
+               + (f" ({len(stale)} of them because the chapter's code changed)" if stale else ""))
     ran: list[str] = []
     if pending:
         ctx = contextlib.nullcontext(client) if client is not None else connect(
@@ -463,14 +597,9 @@ def _submit_all(client: Any, sweep: Sweep, pending: Sequence[str], timeout: floa
             pid = futures[fut]
             ran.append(pid)
             if fut.status == "finished":
-                rec = fut.result()
-                if read_record(sweep.record_path(pid)) is None:  # a worker without our filesystem
-                    _write_atomic(sweep.record_path(pid), json.dumps(rec, indent=1, default=str))
+                rec = settle(sweep, pid, fut.result(), None)
             else:  # the task itself died (e.g. its worker was killed more often than allowed)
-                exc = fut.exception()
-                rec = {"id": pid, "params": sweep.points[pid], "status": "failed", "claims": [],
-                       "error": f"{type(exc).__name__}: {exc}", "worker": None, "seconds": None}
-                _write_atomic(sweep.record_path(pid), json.dumps(rec, indent=1, default=str))
+                rec = settle(sweep, pid, None, fut.exception())
             counts["ok" if rec.get("status") == "ok" else "failed"] += 1
             bar.set_postfix(counts)
             bar.update(1)
@@ -480,6 +609,32 @@ def _submit_all(client: Any, sweep: Sweep, pending: Sequence[str], timeout: floa
             if not fut.done():
                 fut.cancel()
     return ran
+
+
+def settle(sweep: Sweep, pid: str, rec: dict[str, Any] | None, exc: BaseException | None) -> dict[str, Any]:
+    """The coordinator's record of a point whose task ended: rec (what the task returned) or exc (why it died).
+
+    A point the worker finished and recorded is never overwritten, even when the task died afterwards (a
+    KilledWorker after the record was written). A task that died writes a failed record. A point the worker
+    reports ok but whose record is not here comes from a worker without the shared filesystem: recorded as
+    failed, saying so (never an ok record whose notebook is missing, which would rerun every time).
+    """
+    path = sweep.record_path(pid)
+    if is_done(sweep, pid):
+        return read_record(path) or dict(rec or {})
+    if exc is not None or rec is None:
+        rec = {"id": pid, "params": sweep.points[pid], "status": "failed", "claims": [],
+               "error": f"{type(exc).__name__}: {exc}", "worker": None, "seconds": None}
+    elif read_record(path) is None:  # the worker wrote its files somewhere else
+        if rec.get("status") == "ok":
+            rec = {**rec, "status": "failed", "claims": [],
+                   "error": f"SweepError: worker {rec.get('worker')} on {rec.get('host')} does not share the "
+                            f"filesystem: it finished the point, but its notebook and record are not in "
+                            f"{sweep.out_dir} here; every worker must see the sweep folder at the same path"}
+    else:
+        return rec
+    _write_json(path, rec)
+    return rec
 
 
 # -------------------------------------------------------------------------------------------------- results
@@ -495,17 +650,19 @@ def collect(sweep: Sweep) -> Any:
 
     Parameters a point does not set show the chapter's default. Each claim gives columns `<id>.passed` and
     `<id>.<number>`; `claims_passed` is the fraction of a point's claims that passed. A point with no record
-    yet has status "pending".
+    yet has status "pending"; one finished by another version of the chapter's code, "stale" (claims left out).
     """
     import pandas as pd
 
     rows = []
-    params = list(dict.fromkeys([*sweep.swept, *(k for p in sweep.points.values() for k in p)]))
+    params = list(dict.fromkeys([*sweep.swept, *(k for p in sweep.points.values() for k in p),
+                                 *(c for c in sweep.plot.values() if c in sweep.defaults)]))
     for pid, p in sweep.points.items():
         rec = read_record(sweep.record_path(pid)) or {}
         status = rec.get("status", "pending")
-        if status == "ok" and not sweep.notebook_path(pid).is_file():
-            status = "pending"
+        if status == "ok":
+            state = point_state(sweep, pid)
+            status = "ok" if state == "done" else state
         row: dict[str, Any] = {"point": pid, "status": status, "error": rec.get("error"),
                                "seconds": rec.get("seconds"), "worker": rec.get("worker")}
         for k in params:
@@ -533,19 +690,25 @@ def _parquet_ready(df: Any) -> Any:
 
 
 def write_results(sweep: Sweep) -> tuple[Any, list[Path]]:
-    """Write results.csv (and results.parquet when pyarrow is importable) and summary.png; return the table."""
+    """Write results.csv (and results.parquet when pyarrow is importable) and summary.png, each atomically;
+    return the table and the files. A plot that fails is a warning: the table is never lost."""
     df = collect(sweep)
     files = [sweep.out_dir / "results.csv"]
-    _write_atomic(files[0], df.to_csv(index=False))
+    write_atomic(files[0], df.to_csv(index=False))
     try:
         import pyarrow  # noqa: F401
     except ImportError:
         pass
     else:
         pq = sweep.out_dir / "results.parquet"
-        _parquet_ready(df).to_parquet(pq, index=False)
+        write_atomic(pq, lambda tmp: _parquet_ready(df).to_parquet(tmp, index=False))
         files.append(pq)
-    png = plot_summary(sweep, df)
+    try:
+        png = plot_summary(sweep, df)
+    except Exception as exc:  # noqa: BLE001 - the table is the result; the plot is a convenience
+        warnings.warn(f"summary.png not written ({type(exc).__name__}: {exc}); the results table is complete",
+                      stacklevel=2)
+        png = None
     if png is not None:
         files.append(png)
     return df, files
@@ -564,10 +727,16 @@ def choose_axes(sweep: Sweep, df: Any) -> tuple[str | None, str]:
     """(x, y) of the summary plot: the grid's plot choice, else the first numeric swept parameter and the
     first claim number that varies over the finished points, else the fraction of claims passed.
 
-    An unknown y column (claims are only known once points have run) falls back to claims_passed with a warning.
+    An x or y that is not a column (claims are only known once points have run) falls back, with a warning, to
+    the guess for x and to claims_passed for y.
     """
     ok = df[df["status"] == "ok"]
-    x = sweep.plot.get("x") or next((p for p in sweep.swept if p in df and _numeric(df, p)), None)
+    x = sweep.plot.get("x")
+    if x is not None and x not in df.columns:
+        warnings.warn(f"plot x {x!r} is not a column of the results (columns: {', '.join(df.columns)}); "
+                      "plotting against the first numeric swept parameter instead", stacklevel=2)
+        x = None
+    x = x or next((p for p in sweep.swept if p in df and _numeric(df, p)), None)
     y = sweep.plot.get("y")
     if y is None:
         claim_cols = [c for c in df.columns if re.match(r"^C\d+[a-z]?\.", c) and not c.endswith(".passed")]
@@ -627,6 +796,8 @@ def plot_summary(sweep: Sweep, df: Any) -> Path | None:
     fig.suptitle(f"sweep {sweep.name}")
     fig.tight_layout()
     out = sweep.out_dir / "summary.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 
@@ -53,7 +55,7 @@ def test_full_product_rows_and_fixed() -> None:
     ({"x": []}, "'x' has an empty list"),
     ({"grid": {"x": [1]}, "colums": 1}, "unknown grid key.*'colums'"),
     ({"rows": [{"x": 1}, 5]}, r"rows\[1\] must be a non-empty mapping"),
-    ({"grid": {"x": [1, 2]}, "fixed": {"x": 3}}, "'x'|x are both swept and fixed"),
+    ({"grid": {"x": [1, 2]}, "fixed": {"x": 3}}, r"x are both swept and fixed"),
     ({"fixed": {"x": 3}}, "defines no points"),
     ([1, 2], "must be a non-empty mapping"),
     ({"grid": {"x": [1]}, "plot": {"z": "x"}}, "plot must be a mapping with keys x and/or y"),
@@ -111,6 +113,142 @@ def test_cli_validation_error_and_dry_run(tmp_path: Path, capsys: pytest.Capture
     out = capsys.readouterr().out
     assert "4 point(s)" in out and out.count("to run") == 4
     assert not (tmp_path / "sweep_fixture__g").exists()
+
+
+def test_id_ignores_values_equal_to_the_default(tmp_path: Path) -> None:
+    """A value equal to the chapter's default does not change the point: same id, deduplicated; other ids keep
+    the plain sha1 of the given parameters."""
+    s = sweep.plan(FIXTURE, {"rows": [{"x": 3}, {"x": 3, "label": "a", "scale": 1}, {"x": 3, "label": "b"}]},
+                   out_root=tmp_path)
+    assert list(s.points) == [sweep.point_id({"x": 3}), sweep.point_id({"x": 3, "label": "b"})]
+    assert s.swept == ["label"]  # x is 3 everywhere; label is the default "a" in the first point
+    assert list(sweep.plan(FIXTURE, {"x": [2]}, out_root=tmp_path).points) == [sweep.point_id({})]
+
+
+def test_float_text_from_yaml(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1e-10 as a string: where a float is declared it becomes a float; elsewhere it stays."""
+    g = tmp_path / "g.yaml"
+    g.write_text("scale: [1e-12, 1e-10, 0.5]\nlabel: [1e-3]\n")
+    s = sweep.plan(FIXTURE, g, out_root=tmp_path)
+    assert [p["scale"] for p in s.points.values()] == [1e-12, 1e-10, 0.5]
+    assert {p["label"] for p in s.points.values()} == {"1e-3"}
+    g.write_text("x: [1e3]\n")
+    with pytest.raises(sweep.SweepError, match="parameter 'x'.*expected int.*got str '1e3'"):
+        sweep.plan(FIXTURE, g, out_root=tmp_path)
+    declared = {"a": {"inferred_type_name": "int | float", "default": "1"},
+                "b": {"inferred_type_name": "Optional[float]", "default": "None"},
+                "c": {"inferred_type_name": "float | str", "default": "'x'"}}
+    assert sweep.floats_from_text(declared, {"a": "1e-10", "b": "-2.5E3", "c": "1e-10"}) == {
+        "a": 1e-10, "b": -2500.0, "c": "1e-10"}
+
+
+def test_parameter_named_like_a_grid_key(tmp_path: Path) -> None:
+    """A plain grid may sweep a parameter called grid (chapter 04 has one): structure needs grid/fixed mappings
+    or rows of mappings."""
+    assert sweep.parse_grid({"grid": [11, 21]}).grid == {"grid": [11, 21]}
+    assert sweep.parse_grid({"grid": 5, "name": "n"}).grid == {"grid": [5], "name": ["n"]}
+    s = sweep.plan(FIXTURE, {"grid": [11, 21]}, out_root=tmp_path)
+    assert list(s.points.values()) == [{"grid": 11}, {"grid": 21}] and s.swept == ["grid"]
+    s = sweep.plan(FIXTURE, {"grid": {"grid": [5]}, "fixed": {"x": 3}, "name": "nm"}, out_root=tmp_path)
+    assert list(s.points.values()) == [{"x": 3, "grid": 5}] and s.name == "nm"
+    with pytest.raises(sweep.SweepError, match="'grid' must be a dict.*named 'grid' goes under grid:"):
+        sweep.parse_grid({"grid": [1, 2], "fixed": {"x": 3}})
+    with pytest.raises(sweep.SweepError, match="unknown parameter.*'plot'.*grid-file keys only when"):
+        sweep.plan(FIXTURE, {"x": [1], "plot": {"y": "C2.y"}}, out_root=tmp_path)
+
+
+def test_plot_validated_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--plot and the grid's plot: name a parameter, a claim column, seconds or claims_passed, else an error
+    naming the option and what is allowed; --dry-run checks them too."""
+    with pytest.raises(sweep.SweepError, match=r"--plot x='nope' is not a column.*sweep_fixture.ipynb \(x, scale"):
+        sweep.run_sweep(FIXTURE, {"x": [1]}, plot={"x": "nope"}, scheduler="tcp://127.0.0.1:9", out_root=tmp_path)
+    with pytest.raises(sweep.SweepError, match=r"plot: y='bogus'.*C<n>.<number>"):
+        sweep.plan(FIXTURE, {"grid": {"x": [1]}, "plot": {"y": "bogus"}}, out_root=tmp_path)
+    s = sweep.plan(FIXTURE, {"grid": {"x": [1]}, "plot": {"y": "C2.y"}}, plot={"x": "scale"}, out_root=tmp_path)
+    assert s.plot == {"x": "scale", "y": "C2.y"}
+    g = tmp_path / "g.yaml"
+    g.write_text("x: [1]\n")
+    assert main(["sweep", str(FIXTURE), "--grid", str(g), "--out-dir", str(tmp_path), "--dry-run",
+                 "--plot", "y=claims"]) == 2
+    assert "--plot y='claims' is not a column" in capsys.readouterr().err
+    assert not list(tmp_path.glob("sweep_fixture*"))
+
+
+def _fake_execute(log: list[tuple[str, float, float]]) -> object:
+    """A stand-in for runner.execute: checks that LAB_FIGURES stays its point's own while it runs, writes an empty
+    notebook (or fails for x < 0), and logs (point folder, start, end)."""
+    def execute(src: Path, out: Path, params: dict[str, object], progress: bool, timeout: float | None) -> None:
+        seen, t0 = os.environ["LAB_FIGURES"], time.monotonic()
+        time.sleep(0.3)
+        assert os.environ["LAB_FIGURES"] == seen, "another point changed this point's environment"
+        nbformat.write(nbformat.v4.new_notebook(), str(out))
+        log.append((seen, t0, time.monotonic()))
+        if int(params["x"]) < 0:  # type: ignore[call-overload]
+            raise ValueError("negative x")
+    return execute
+
+
+def test_run_point_one_at_a_time_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads of one worker process take turns (points set process-wide environment variables); a success
+    removes an earlier <pid>.failed.ipynb; records carry the chapter's code hash; a folder that is not there
+    means a worker without the shared filesystem."""
+    log: list[tuple[str, float, float]] = []
+    monkeypatch.setattr(sweep, "execute", _fake_execute(log))
+    (tmp_path / "a.failed.ipynb").write_text("{}")  # an earlier failed attempt of point a
+    recs: dict[str, dict[str, object]] = {}
+    threads = [threading.Thread(target=lambda p=p, x=x: recs.__setitem__(p, sweep.run_point(
+        str(FIXTURE), str(tmp_path), p, {"x": x}))) for p, x in (("a", 1), ("b", 2), ("c", -1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert [recs[p]["status"] for p in "abc"] == ["ok", "ok", "failed"], recs
+    assert "ValueError: negative x" in str(recs["c"]["error"])
+    spans = sorted((t0, t1) for _, t0, t1 in log)
+    assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(spans)), "points overlapped in one process"
+    assert sorted(seen for seen, _, _ in log) == [str(tmp_path.resolve() / "figures" / p) for p in "abc"]
+    assert not (tmp_path / "a.failed.ipynb").exists() and (tmp_path / "c.failed.ipynb").is_file()
+    assert {r["code_hash"] for r in recs.values()} == {sweep.notebook_hash(FIXTURE)}
+    gone = sweep.run_point(str(FIXTURE), str(tmp_path / "elsewhere"), "d", {"x": 1})
+    assert gone["status"] == "failed" and "does not share the filesystem" in str(gone["error"])
+    assert not (tmp_path / "elsewhere").exists() and len(log) == 3
+
+
+def test_done_stale_and_settle(tmp_path: Path) -> None:
+    """is_done needs an ok record and a non-empty notebook run by the chapter's current code (a code change makes
+    finished points stale; markdown does not); settle never overwrites a finished point and names a worker
+    that does not share the filesystem."""
+    nb = tmp_path / "ch.ipynb"
+    shutil.copy(FIXTURE, nb)
+    s = sweep.plan(nb, {"x": [1, 3, 4]}, out_root=tmp_path / "runs")
+    a, b, c = s.points
+    s.out_dir.mkdir(parents=True)
+    ok = {"status": "ok", "code_hash": s.code, "claims": []}
+    for pid in (a, b):
+        s.record_path(pid).write_text(json.dumps({"id": pid, **ok}))
+    s.notebook_path(a).write_text("{}")
+    s.notebook_path(b).touch()  # empty: killed mid-write on a filesystem without atomic rename
+    assert [sweep.point_state(s, p) for p in (a, b, c)] == ["done", "pending", "pending"]
+    cells = json.loads(nb.read_text())
+    cells["cells"][0]["source"] = ["# changed title"]
+    nb.write_text(json.dumps(cells))
+    assert sweep.is_done(sweep.plan(nb, {"x": [1, 3, 4]}, out_root=tmp_path / "runs"), a)  # markdown only
+    cells["cells"][2]["source"].append("\n# changed code")
+    nb.write_text(json.dumps(cells))
+    s2 = sweep.plan(nb, {"x": [1, 3, 4]}, out_root=tmp_path / "runs")
+    assert s2.code != s.code and sweep.point_state(s2, a) == "stale"
+    assert sweep.collect(s2).set_index("point").loc[a, "status"] == "stale"
+
+    before = s.record_path(a).read_text()  # KilledWorker after the worker had finished: keep its record
+    assert sweep.settle(s, a, None, RuntimeError("killed"))["status"] == "ok"
+    assert s.record_path(a).read_text() == before
+    rec = sweep.settle(s, c, None, RuntimeError("worker died"))
+    assert rec["status"] == "failed"
+    assert json.loads(s.record_path(c).read_text())["error"] == "RuntimeError: worker died"
+    s.record_path(c).unlink()
+    rec = sweep.settle(s, c, {"id": c, "status": "ok", "worker": "tcp://w:1", "host": "w", "claims": []}, None)
+    assert rec["status"] == "failed" and "tcp://w:1 on w does not share the filesystem" in str(rec["error"])
+    assert json.loads(s.record_path(c).read_text())["status"] == "failed"
 
 
 # ---------------------------------------------------------------------------------- a real 2-worker cluster
@@ -182,6 +320,27 @@ def test_results_table_contents(first: sweep.SweepResult, client: object) -> Non
     assert sweep.choose_axes(s, t) == ("x", "C1.x_squared")
     with pytest.warns(UserWarning, match="'C9.none' is not a column"):
         assert sweep.choose_axes(dataclasses.replace(s, plot={"y": "C9.none"}), t) == ("x", "claims_passed")
+    with pytest.warns(UserWarning, match="plot x 'C9.none' is not a column"):
+        assert sweep.choose_axes(dataclasses.replace(s, plot={"x": "C9.none"}), t) == ("x", "C1.x_squared")
+    assert (sweep.collect(dataclasses.replace(s, plot={"x": "sleep_s"}))["sleep_s"] == 0.0).all()  # a default
+
+
+def test_failed_plot_keeps_the_table(first: sweep.SweepResult, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A summary plot that raises is a warning: results.csv and results.parquet are still written."""
+    s = dataclasses.replace(first.sweep, out_dir=tmp_path / "copy")
+    shutil.copytree(first.sweep.out_dir, s.out_dir)
+    for f in ("results.csv", "results.parquet", "summary.png"):
+        (s.out_dir / f).unlink()
+
+    def broken(*args: object) -> None:
+        raise KeyError("C9.none")
+
+    monkeypatch.setattr(sweep, "plot_summary", broken)
+    with pytest.warns(UserWarning, match="summary.png not written.*KeyError.*table is complete"):
+        table, files = sweep.write_results(s)
+    assert files == [s.out_dir / "results.csv", s.out_dir / "results.parquet"] and len(table) == 4
+    assert len(pd.read_csv(files[0])) == 4 and not list(s.out_dir.glob(".*"))
 
 
 def test_resume_after_interruption(first: sweep.SweepResult, client: object, tmp_path: Path) -> None:
@@ -266,6 +425,35 @@ def test_cli_with_scheduler_address(client: object, tmp_path: Path, capsys: pyte
     assert "(1 run now, 1 already done)" in capsys.readouterr().out
 
 
+def test_relative_out_dir_and_changed_code(client: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A relative --out-dir is taken from the current folder (not the worker's or the kernel's); after the
+    chapter's code changes, a rerun warns and runs its finished points again; --workers waits a bounded time."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(FIXTURE, "ch.ipynb")
+    Path("g.yaml").write_text("x: [3]\n")
+    address = client.scheduler.address  # type: ignore[attr-defined]
+    argv = ["sweep", "ch.ipynb", "--grid", "g.yaml", "--scheduler", address, "--out-dir", "out", "--no-progress"]
+    assert main(argv) == 0
+    folder = tmp_path.resolve() / "out" / "ch__g"
+    (pid,) = [p.stem for p in folder.glob("*.ipynb")]
+    row = pd.read_csv(folder / "results.csv").iloc[0]
+    assert row["status"] == "ok" and row["C1.figures"] == str(folder / "figures" / pid)
+    assert row["C1.results"] == str(folder / "results" / pid)
+    assert "(1 run now, 0 already done)" in capsys.readouterr().out
+    assert main(argv) == 0 and "(0 run now, 1 already done)" in capsys.readouterr().out
+    nb = json.loads(Path("ch.ipynb").read_text())
+    nb["cells"][2]["source"].append("\n# a new version of the check")
+    Path("ch.ipynb").write_text(json.dumps(nb))
+    with pytest.warns(UserWarning, match="1 finished point.*another version of ch.ipynb's code"):
+        assert main(argv) == 0
+    assert "(1 run now, 0 already done)" in capsys.readouterr().out
+    assert json.loads((folder / f"{pid}.json").read_text())["code_hash"] == sweep.notebook_hash("ch.ipynb")
+    with pytest.raises(sweep.SweepError, match=r"only \d of the 9 worker\(s\).*within 0.5 s"):
+        with sweep.connect(address, workers=9, wait_timeout=0.5):
+            pass
+
+
 def test_killed_sweep_resumes(client: object, tmp_path: Path) -> None:
     """SIGKILL the whole `python -m lab sweep` process midway: a rerun keeps every finished point and runs the rest."""
     g = tmp_path / "slow.yaml"
@@ -282,7 +470,9 @@ def test_killed_sweep_resumes(client: object, tmp_path: Path) -> None:
             assert proc.poll() is None, "the sweep ended before it could be killed"
             time.sleep(0.2)
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the coordinator, its LocalCluster and kernels
+        # the coordinator and its LocalCluster (scheduler, nannies, workers); the kernels run in sessions of
+        # their own, out of the group's reach, and exit by themselves when their parent (the worker) dies
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     s = sweep.plan(FIXTURE, g, out_root=out)
