@@ -1,6 +1,7 @@
 """Training on the flat parameter vector with torch optimizers (the caller's model is never touched)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -146,7 +147,10 @@ class VarianceProbe:
     Records the step, the intrinsic std of log10 batch loss over `n_batches` fresh batches (`intrinsic_std`), an
     independent bootstrap of it from one separate sample of `n_spread` errors (`resampled_std`), and the notes'
     per-sample spread of that sample (`log_error_spread`). With `set_floor` it also hands the intrinsic std to the
-    scheduler (ConstantVarianceLR.set_floor): the notes' proposed fix, in the units the controller sees.
+    scheduler (ConstantVarianceLR.set_floor): the notes' proposed fix, in the units the controller sees. The floor
+    handed over is the root-mean-square of the probes of the last `average_over` steps (0: the latest probe only), so
+    that it covers the same steps as the controller's rolling window. `keep_theta` keeps a copy of each probed θ in
+    `thetas` (for later measurements at the same points).
     """
 
     forward: Callable
@@ -156,11 +160,14 @@ class VarianceProbe:
     n_spread: int = 40_000
     seed: int = 0
     set_floor: bool = False
+    average_over: int = 0
+    keep_theta: bool = False
     dim: int = 3
 
     def __post_init__(self) -> None:
         self.records: list[dict] = []
         self._gen: torch.Generator | None = None
+        self.thetas: list[torch.Tensor] = []
 
     def __call__(self, step: int, theta: torch.Tensor, optimizer, scheduler) -> None:
         from lab.schedules import intrinsic_std, log_error_spread, resampled_std
@@ -172,7 +179,10 @@ class VarianceProbe:
         floor = intrinsic_std(squared_errors(self.forward, theta, x, self.target_fn), self.batch)
         x2 = torch.randn(self.n_spread, self.dim, **kw)
         e2 = squared_errors(self.forward, theta, x2, self.target_fn)
+        if self.keep_theta:
+            self.thetas.append(theta.detach().clone())
         self.records.append({"step": step, "intrinsic": floor, "resampled": resampled_std(e2, self.batch, seed=step),
                              "spread": log_error_spread(e2), "lr": optimizer.param_groups[0]["lr"]})
         if self.set_floor and scheduler is not None:
-            scheduler.set_floor(floor)
+            recent = [r["intrinsic"] ** 2 for r in self.records if r["step"] > step - self.average_over]
+            scheduler.set_floor(math.sqrt(sum(recent) / len(recent)) if recent else floor)

@@ -169,11 +169,12 @@ def test_train_stream_callback_and_variance_probe() -> None:
     train_stream(fwd, theta, seed002_target, 10, batch=32, callback=lambda i, th, o, s: calls.append(i),
                  callback_every=4)
     assert calls == [0, 4, 8, 10]
-    probe = VarianceProbe(fwd, seed002_target, batch=64, n_batches=8, n_spread=2000, set_floor=True)
+    probe = VarianceProbe(fwd, seed002_target, batch=64, n_batches=8, n_spread=2000, set_floor=True, keep_theta=True)
     cv = lambda o: ConstantVarianceLR(o, window=5)  # noqa: E731
     run = train_stream(fwd, theta, seed002_target, 12, batch=64, observe=True, schedule=cv, callback=probe,
                        callback_every=6)
     assert [r["step"] for r in probe.records] == [0, 6, 12] and np.all(np.isfinite(run.loss))
+    assert len(probe.thetas) == 3 and torch.equal(probe.thetas[-1], run.theta)
     rec = probe.records[-1]
     assert rec["intrinsic"] > 0 and rec["spread"] > rec["intrinsic"]
     e = squared_errors(fwd, run.theta, torch.randn(50, 3), seed002_target)
