@@ -194,6 +194,8 @@ def ringing_period(x: np.ndarray, detrend_window: int = 15, max_lag: int = 60) -
 def spike_count(log_loss: np.ndarray, rise: float = 0.3) -> int:
     """Number of loss spikes: onsets where log10 loss rises more than `rise` above its running minimum."""
     x = np.asarray(log_loss, dtype=np.float64)
+    if x.size == 0:
+        return 0
     above = x - np.minimum.accumulate(x) > rise
     return int(np.sum(above[1:] & ~above[:-1]) + above[0])
 

@@ -157,7 +157,7 @@ def test_ringing_spikes_and_time_to_target() -> None:
     assert ringing_period(zig)[0] == 2
     spikes = trend.copy()
     spikes[[300, 301, 700, 1000]] += 1.0
-    assert spike_count(spikes) == 3 and spike_count(trend) == 0
+    assert spike_count(spikes) == 3 and spike_count(trend) == 0 and spike_count(np.array([])) == 0
     assert time_to_target(np.array([0, 10, 20]), np.array([5.0, 2.0, 1.0]), 2.0) == 10.0
     assert time_to_target(np.array([0, 10]), np.array([5.0, 3.0]), 1.0) == float("inf")
 
