@@ -186,3 +186,26 @@ class VarianceProbe:
         if self.set_floor and scheduler is not None:
             recent = [r["intrinsic"] ** 2 for r in self.records if r["step"] > step - self.average_over]
             scheduler.set_floor(math.sqrt(sum(recent) / len(recent)) if recent else floor)
+
+
+@dataclass
+class SharpnessProbe:
+    """Callback for `train_stream`: λ_max of `loss_fn` (a pure function of θ, e.g. the full-batch loss) at each call, by
+    Lanczos (`lab.hessian.top_eigs`) warm-started from the previous top eigenvector."""
+
+    loss_fn: Callable[[torch.Tensor], torch.Tensor]
+    tol: float = 1e-4
+
+    def __post_init__(self) -> None:
+        self.records: list[dict] = []
+        self._v: torch.Tensor | None = None
+
+    def __call__(self, step: int, theta: torch.Tensor, optimizer, scheduler) -> None:
+        from lab.hessian import top_eigs
+
+        e = top_eigs(self.loss_fn, theta, k=1, tol=self.tol, v0=self._v)
+        self._v = e.vectors[:, 0]
+        with torch.no_grad():
+            loss = float(self.loss_fn(theta))
+        self.records.append({"step": step, "lam": float(e.values[0]), "n_hvp": e.n_hvp, "loss": loss,
+                             "lr": optimizer.param_groups[0]["lr"]})

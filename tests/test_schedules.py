@@ -21,7 +21,7 @@ from lab.schedules import (
     spike_count,
     time_to_target,
 )
-from lab.training import VarianceProbe, lr_range_test, squared_errors, train_stream
+from lab.training import SharpnessProbe, VarianceProbe, lr_range_test, squared_errors, train_stream
 
 
 def _controller(**kw):
@@ -189,3 +189,18 @@ def test_lr_range_test_sweeps_exponentially() -> None:
     assert 1e-4 <= rt.suggestion <= 1e-1
     with pytest.raises(ValueError, match="lr_min"):
         lr_range_test(fwd, theta, seed002_target, lr_min=1.0, lr_max=0.1)
+
+
+def test_sharpness_probe_matches_dense_hessian() -> None:
+    torch.manual_seed(0)
+    fwd, theta, _ = make_forward(Seed002Net(hidden=4))
+    x = torch.randn(32, 3, dtype=torch.float64)
+    y = seed002_target(x)
+    loss = lambda p: ((fwd(p, x).reshape(-1) - y) ** 2).mean()  # noqa: E731
+    probe = SharpnessProbe(loss, tol=1e-10)
+    run = train_stream(fwd, theta.double(), seed002_target, 6, opt="sgd", lr=1e-4, fixed_x=x, callback=probe,
+                       callback_every=3)
+    assert [r["step"] for r in probe.records] == [0, 3, 6]
+    dense = torch.func.hessian(loss)(run.theta)                          # float64 dense reference
+    assert probe.records[-1]["lam"] == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-8)
+    assert probe.records[-1]["loss"] == pytest.approx(float(loss(run.theta)))
