@@ -8,11 +8,13 @@ PARAMS ?=
 GRID   ?=
 SWEEP_ARGS ?=
 
-.PHONY: help install workbook test lint unit nbval run sweep lab refresh report clean
+.PHONY: help install workbook test lint unit nbval robustness robustness-ci run sweep lab refresh report clean
 
 help:
 	@echo "make workbook   run every chapter (papermill, into runs/) and build report/index.html"
-	@echo "make test       ruff + unit tests + nbval over notebooks/"
+	@echo "make test       ruff + unit tests (and doctests) + nbval over notebooks/ + every chapter at another seed,"
+	@echo "               scalar CPU kernels and one thread (robustness-ci)"
+	@echo "make robustness the robustness matrix: every chapter over seeds and CPU kernels/threads, into runs/robustness/"
 	@echo "make run NB=01 PARAMS='-p dtype float64'   one chapter with parameters, into runs/"
 	@echo "make sweep NB=01 GRID=sweeps/01_width_depth.yaml [SWEEP_ARGS='--scheduler tcp://host:8786']"
 	@echo "               a resumable parameter sweep on Dask, into runs/<sweep>/ (results.csv, summary.png)"
@@ -30,16 +32,25 @@ install: $(STAMP)
 workbook: $(STAMP)
 	$(PY) -m lab workbook
 
-test: lint unit nbval
+test: lint unit nbval robustness-ci
 
 lint: $(STAMP)
 	$(PY) -m ruff check lab tests benchmarks
 
 unit: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --doctest-modules lab
 
+# nbval re-executes the committed chapters; their figures and tables go to runs/nbval/, never over figures/
 nbval: $(STAMP)
-	$(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+	LAB_FIGURES=$(CURDIR)/runs/nbval/figures LAB_RESULTS=$(CURDIR)/runs/nbval/results \
+	  $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+
+# every chapter once more at seed 1, ATEN_CPU_CAPABILITY=default (scalar kernels) and one thread: fails on any FAIL
+robustness-ci: $(STAMP)
+	$(PY) -m lab robustness --matrix ci --fresh --no-progress
+
+robustness: $(STAMP)
+	$(PY) -m lab robustness $(NB_LIST)
 
 run: $(STAMP)
 	$(PY) -m lab run $(NB) $(PARAMS)

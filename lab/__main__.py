@@ -1,4 +1,4 @@
-"""Command line: python -m lab {run,workbook,refresh,report,sweep}."""
+"""Command line: python -m lab {run,workbook,refresh,report,sweep,robustness}."""
 from __future__ import annotations
 
 import argparse
@@ -42,7 +42,64 @@ def _parser() -> argparse.ArgumentParser:
                          "seconds or claims_passed (default: from the grid file or guessed)")
     sw.add_argument("--dry-run", action="store_true", help="validate the grid and list the points; run nothing")
     sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    rb = sub.add_parser("robustness", help="run chapters over seeds and numeric conditions (CPU kernels, threads, "
+                                           "CUDA) into runs/robustness/: a claim x condition verdict matrix")
+    rb.add_argument("nb", nargs="*", help="chapters (default: all)")
+    rb.add_argument("--matrix", default="default", help="conditions: default (seeds 0-4 native kernels 2 threads; "
+                    "seeds 0-1 ATEN_CPU_CAPABILITY=default and avx2; seed 0 one thread; CUDA when present) or ci "
+                    "(seed 1, default kernels, one thread)")
+    rb.add_argument("--seeds", default=None, help="comma-separated seeds replacing every condition's seeds")
+    rb.add_argument("--workers", type=int, default=None, metavar="N", help="workers per thread count "
+                    "(default: cores // threads)")
+    rb.add_argument("--name", default=None, help="output folder name under runs/ (default robustness[-MATRIX])")
+    rb.add_argument("--out-dir", default=None, help="parent folder (default runs/)")
+    rb.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    rb.add_argument("--dry-run", action="store_true", help="list the runs; run nothing")
+    rb.add_argument("--fresh", action="store_true", help="discard this matrix's earlier results (its folder) first "
+                    "instead of resuming")
+    rb.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    """The robustness subcommand: plan, run pending points, write the matrix; 1 if any verdict FAILs or a run
+    failed."""
+    from lab import robustness
+    from lab.paths import RUNS
+    from lab.sweep import point_state
+
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError as exc:
+            raise ValueError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from exc
+        if not seeds or min(seeds) < 0:
+            raise ValueError(f"--seeds expects non-negative integers, got {args.seeds!r}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be a positive integer, got {args.workers}")
+    p = robustness.make_plan(args.nb or None, matrix=args.matrix, seeds=seeds, out_root=args.out_dir or RUNS,
+                             name=args.name)
+    for c, why in p.skipped:
+        print(f"skipping condition {c.name}: {why}")
+    if args.fresh and not args.dry_run and p.out_dir.exists():
+        import shutil
+
+        shutil.rmtree(p.out_dir)
+    if args.dry_run:
+        for sw in p.sweeps.values():
+            states = [point_state(sw, pid) for pid in sw.points]
+            print(f"{sw.name}: seeds {sorted(q['seed'] for q in sw.points.values())}, env {sw.env}, "
+                  f"{states.count('done')}/{len(states)} done")
+        return 0
+    res = robustness.run(p, workers=args.workers, timeout=args.timeout, progress=not args.no_progress)
+    print(f"robustness {p.out_dir.name}: {res['verdicts'] - res['fails']}/{res['verdicts']} verdicts PASS over "
+          f"{res['runs']} run(s) of {res['claims']} claims, {res['failed_runs']} run(s) failed, {res['seconds']:.0f} s")
+    if res["flipping_claims"]:
+        print("claims that FAIL somewhere: " + ", ".join(res["flipping_claims"]))
+    for f in ("matrix.csv", "summary.csv", "matrix.png"):
+        print(p.out_dir / f)
+    return 1 if res["fails"] or res["failed_runs"] else 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -112,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"refreshed {runner.refresh_chapter(nb)}")
         elif args.cmd == "sweep":
             return _sweep(args)
+        elif args.cmd == "robustness":
+            return _robustness(args)
         elif args.cmd == "report":
             from lab.paths import RUNS
             from lab.report import build_report, default_runs

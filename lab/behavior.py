@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.func import jacrev, jvp
 
+from lab.linalg import numerical_rank
+
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -19,24 +21,10 @@ def behavior_jacobian(forward: Forward, theta: torch.Tensor, x: torch.Tensor, ch
     return torch.cat(rows).reshape(-1, theta.numel())
 
 
-def rank_tolerance(singular_values: np.ndarray | torch.Tensor, shape: tuple[int, int],
-                   dtype: torch.dtype = torch.float64) -> float:
-    """max(σ)·max(shape)·ε(dtype): the usual numerical-rank threshold (numpy.linalg.matrix_rank's)."""
-    s = np.asarray(torch.as_tensor(singular_values).double().cpu())
-    return float(s.max() * max(shape) * torch.finfo(dtype).eps) if len(s) else 0.0
-
-
-def numerical_rank(m: torch.Tensor, dtype: torch.dtype = torch.float64) -> tuple[int, np.ndarray, float]:
-    """(rank, singular values, tolerance) of m with the dtype-aware tolerance."""
-    s = torch.linalg.svdvals(m.double()).cpu().numpy()
-    tol = rank_tolerance(s, tuple(m.shape), dtype)
-    return int((s > tol).sum()), s, tol
-
-
 def null_space(g: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Orthonormal basis (P × (P − rank)) of null(g): directions that keep the outputs fixed to first order."""
     _, s, vh = torch.linalg.svd(g.double(), full_matrices=True)
-    r = int((s > rank_tolerance(s, tuple(g.shape), dtype)).sum())
+    r = numerical_rank(s, dtype, size=max(g.shape)).rank
     return vh[r:].T.contiguous()
 
 
@@ -63,7 +51,8 @@ class Walk:
     predicted: np.ndarray       # ½ s² max|d²f/ds²| along v: the second-order prediction of pre_projection
     train_change: np.ndarray    # max |f_train(θ_t) − f_train(θ_0)| after re-projection
     test_change: np.ndarray     # rms change of the outputs on held-out inputs
-    tangent_dot: np.ndarray     # ‖G(θ_t)·v‖/(‖G‖·‖v‖) for the null-space step v
+    tangent_dot: np.ndarray     # ‖G(θ_t)·v‖/(‖G‖·‖v‖) for the sampled null-space direction v (0 by construction)
+    chord_dot: np.ndarray       # ‖G(θ_t)·Δθ‖/(‖G‖·‖Δθ‖) for the step actually taken, Δθ = θ_{t+1} − θ_t: O(step)
     theta: torch.Tensor
 
 
@@ -75,7 +64,7 @@ def manifold_walk(forward: Forward, theta: torch.Tensor, x: torch.Tensor, steps:
     th = th0.clone()
     f0 = forward(th0, x).reshape(-1).detach()
     t0 = forward(th0, x_test).reshape(-1).detach() if x_test is not None else None
-    out = {k: [] for k in ("distance", "path", "pre", "pred", "train", "test", "dot")}
+    out = {k: [] for k in ("distance", "path", "pre", "pred", "train", "test", "dot", "chord")}
     path = 0.0
     for _ in range(steps):
         g = behavior_jacobian(forward, th, x)
@@ -84,7 +73,8 @@ def manifold_walk(forward: Forward, theta: torch.Tensor, x: torch.Tensor, steps:
             break
         v = n @ torch.randn(n.shape[1], generator=gen, dtype=torch.float64).to(n.device)
         v = v / v.norm()
-        out["dot"].append(float((g @ v).norm() / (torch.linalg.matrix_norm(g, 2) * v.norm())))
+        g_norm = torch.linalg.matrix_norm(g, 2)
+        out["dot"].append(float((g @ v).norm() / (g_norm * v.norm())))
         d2 = output_second_derivative(forward, th, x, v)
         new = th + step * v
         out["pre"].append(float((forward(new, x).reshape(-1) - forward(th, x).reshape(-1)).abs().max()))
@@ -93,7 +83,9 @@ def manifold_walk(forward: Forward, theta: torch.Tensor, x: torch.Tensor, steps:
             r = forward(new, x).reshape(-1) - f0
             gn = behavior_jacobian(forward, new, x)
             new = new - torch.linalg.lstsq(gn, r[:, None], driver="gelsd").solution[:, 0]
-        path += float((new - th).norm())
+        delta = new - th
+        path += float(delta.norm())
+        out["chord"].append(float((g @ delta).norm() / (g_norm * delta.norm())))
         th = new.detach()
         out["distance"].append(float((th - th0).norm()))
         out["path"].append(path)
@@ -101,7 +93,7 @@ def manifold_walk(forward: Forward, theta: torch.Tensor, x: torch.Tensor, steps:
         if t0 is not None:
             out["test"].append(float((forward(th, x_test).reshape(-1) - t0).pow(2).mean().sqrt()))
     a = {k: np.array(v) for k, v in out.items()}
-    return Walk(a["distance"], a["path"], a["pre"], a["pred"], a["train"], a["test"], a["dot"], th)
+    return Walk(a["distance"], a["path"], a["pre"], a["pred"], a["train"], a["test"], a["dot"], a["chord"], th)
 
 
 def fit_interpolate(forward: Forward, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, iters: int = 50,
@@ -126,4 +118,44 @@ def fit_interpolate(forward: Forward, theta: torch.Tensor, x: torch.Tensor, y: t
             lam *= 4
             if lam > 1e12:                                   # stalled: not an interpolating basin
                 break
+    return th, mse
+
+
+def fit_interpolate_batch(forward: Forward, thetas: torch.Tensor, x: torch.Tensor, y: torch.Tensor, iters: int = 50,
+                          damping: float = 1e-3, tol: float = 1e-24) -> tuple[torch.Tensor, torch.Tensor]:
+    """fit_interpolate for many initial points at once (rows of thetas, float64), vmapped: each row runs its own
+    Levenberg-Marquardt with its own damping. The step solves the k×k system (JJᵀ + λI)·z = r and takes Jᵀz, which
+    equals (JᵀJ + λI)⁻¹Jᵀr (push-through identity) and is cheap when there are fewer outputs k than parameters.
+    Returns (θ per row, final MSE per row)."""
+    from torch.func import vmap
+
+    if thetas.ndim != 2:
+        raise ValueError(f"parameter 'thetas' has shape {tuple(thetas.shape)}: expected (points, parameters)")
+    th = thetas.detach().double().clone()
+    target = y.double().reshape(-1)
+    k = target.numel()
+
+    def resid(t: torch.Tensor) -> torch.Tensor:
+        return forward(t, x).reshape(-1) - target
+
+    residuals = vmap(resid)
+    jac = vmap(jacrev(resid))
+    lam = torch.full((len(th),), float(damping), dtype=torch.float64, device=th.device)
+    r = residuals(th)
+    mse = (r**2).mean(1)
+    eye = torch.eye(k, dtype=torch.float64, device=th.device)
+    for _ in range(iters):
+        active = (mse > tol) & (lam <= 1e12)
+        if not bool(active.any()):
+            break
+        j = jac(th)                                                    # (B, k, P)
+        z = torch.linalg.solve(j @ j.transpose(1, 2) + lam[:, None, None] * eye, r[:, :, None])
+        cand = th - (j.transpose(1, 2) @ z)[:, :, 0]
+        r_c = residuals(cand)
+        mse_c = (r_c**2).mean(1)
+        better = active & (mse_c < mse)
+        th = torch.where(better[:, None], cand, th)
+        r = torch.where(better[:, None], r_c, r)
+        mse = torch.where(better, mse_c, mse)
+        lam = torch.where(better, torch.clamp(lam / 3, min=1e-12), torch.where(active, lam * 4, lam))
     return th, mse

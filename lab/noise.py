@@ -23,16 +23,26 @@ class NoiseEstimate:
 
 
 def ecnoise(fvals: np.ndarray, max_ratio: float = 4.0) -> NoiseEstimate:
-    """Noise level of f from values at m+1 equally spaced points (Moré & Wild's difference-table estimator).
+    """Noise level of f from values at m+1 equally spaced points: Moré & Wild's ECnoise (2011), as their
+    reference ecnoise.m.
 
-    sigma_k = sqrt(gamma_k · mean((Δ^k f)^2)), gamma_k = (k!)^2/(2k)!; the estimate is the first sigma_k
-    whose next two levels agree within `max_ratio` and whose differences change sign.
+    sigma_k = sqrt(gamma_k · mean((Δ^k f)^2)), gamma_k = (k!)^2/(2k)!; the estimate is the first sigma_k whose next
+    two levels agree within `max_ratio` and whose differences change sign (inform 1). As the reference does, it
+    refuses with inform 2 ("h too small": try a 100× larger spacing) when at least half of the first differences are
+    exactly zero — a staircase of rounded values, not noise — and with inform 3 ("h too large": try 1/100) when the
+    values vary by more than 10% of their magnitude or no level qualifies.
     """
     f = np.asarray(fvals, dtype=np.float64)
     m = len(f) - 1
     if m < 6:
         raise ValueError(f"ecnoise needs at least 7 points, got {len(f)}")
     levels = np.zeros(m)
+    fmin, fmax = float(f.min()), float(f.max())
+    scale = max(abs(fmin), abs(fmax))
+    if not np.all(np.isfinite(f)) or (scale > 0 and (fmax - fmin) / scale > 0.1):
+        return NoiseEstimate(float("nan"), 0, levels, 3)
+    if np.sum(np.diff(f) == 0) >= (m + 1) / 2:
+        return NoiseEstimate(float("nan"), 0, levels, 2)
     sign_change = np.zeros(m, dtype=bool)
     d = f.copy()
     for k in range(1, m + 1):
@@ -44,8 +54,7 @@ def ecnoise(fvals: np.ndarray, max_ratio: float = 4.0) -> NoiseEstimate:
         lv = levels[k - 1:k + 2]
         if lv.min() > 0 and lv.max() <= max_ratio * lv.min() and sign_change[k - 1]:
             return NoiseEstimate(float(levels[k - 1]), k, levels, 1)
-    too_small = np.sum(np.diff(f) == 0) > m / 2
-    return NoiseEstimate(float("nan"), 0, levels, 2 if too_small else 3)
+    return NoiseEstimate(float("nan"), 0, levels, 3)
 
 
 def rounding_model(u: float, loss: float, factor: float = 1.0) -> float:
@@ -85,35 +94,143 @@ class LossNoise:
 
 
 def default_spacing(dtype) -> float:
-    """ECnoise spacing along a unit direction: 16·sqrt(u), far above the ulp plateau, below smooth structure."""
+    """A fixed ECnoise spacing along a unit direction, 16·sqrt(u) (used when the direction's slope is unknown)."""
     from lab.precision import unit_roundoff
     return 16.0 * float(np.sqrt(unit_roundoff(dtype)))
 
 
-def loss_noise(loss_fn, theta, dtype, n_dirs: int = 4, points: int = 9, spacing: float | None = None,
-               seed: int = 0) -> LossNoise:
-    """ECnoise estimate of the evaluation noise of loss_fn at theta in `dtype`, along n_dirs random unit directions."""
+def step_change(dtype, points: int = 9) -> float:
+    """The relative change of f per ECnoise step: about 4 ulps (8u·|f|) — above the ulp staircase, where at least
+    half of the first differences would be exactly 0, yet small enough that the smooth part's higher differences
+    vanish below the noise — capped at 80% of Moré & Wild's range limit (10% over the points − 1 steps), which
+    binds for bfloat16."""
+    from lab.precision import unit_roundoff
+    return float(min(8 * unit_roundoff(dtype), 0.8 * 0.1 / (points - 1)))
+
+
+def _line_derivatives(loss_fn, theta64, direction64) -> tuple[float, float, float]:
+    """f, f' and f'' along a direction at theta (float64 forward-mode derivatives)."""
+    from torch.func import jvp
+
+    d = direction64.to(theta64.dtype)
+    f0, f1 = (float(v) for v in jvp(loss_fn, (theta64,), (d,)))
+    f2 = float(jvp(lambda t: jvp(loss_fn, (t,), (d,))[1], (theta64,), (d,))[1])
+    return f0, f1, f2
+
+
+def _spacing_from(derivs: tuple[float, float, float], dtype, points: int) -> float:
+    """The positive root of |f'|·h + |f''|·h²/2 = step_change·|f| (default_spacing when it does not exist)."""
+    f0, f1, f2 = derivs
+    target = step_change(dtype, points) * abs(f0)
+    a, b = abs(f2) / 2, abs(f1)
+    if not np.isfinite(target) or target <= 0 or (a == 0 and b == 0):
+        return default_spacing(dtype)
+    return float(2 * target / (b + np.sqrt(b * b + 4 * a * target)))  # stable root of a·h² + b·h − target = 0
+
+
+def adaptive_spacing(loss_fn, theta64, direction64, dtype, points: int = 9) -> float:
+    """ECnoise spacing h along a unit direction such that f changes by step_change(dtype)·|f| per step: the
+    positive root of |f'|·h + |f''|·h²/2 = step_change·|f|, with f' and f'' along the direction from float64
+    forward-mode derivatives."""
+    return _spacing_from(_line_derivatives(loss_fn, theta64, direction64), dtype, points)
+
+
+def noise_by_dtype(loss_fn, theta, dtypes, n_dirs: int = 4, points: int = 9, seed: int = 0,
+                   retries: int = 4) -> dict[str, LossNoise]:
+    """loss_noise for several dtypes along the same n_dirs random directions, computing each direction's float64
+    derivatives (for the adaptive spacing) once. `dtypes` maps names to torch dtypes (or is a list of dtypes)."""
+    import torch
+
+    items = dict(dtypes) if isinstance(dtypes, dict) else {str(dt).replace("torch.", ""): dt for dt in dtypes}
+    th64 = theta.detach().double()
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dirs = []
+    for _ in range(n_dirs):
+        d = torch.randn(th64.shape, generator=g, dtype=torch.float64).to(th64.device)
+        d /= d.norm()
+        dirs.append((d, _line_derivatives(loss_fn, th64, d)))
+    return {name: _ecnoise_along(loss_fn, th64, dirs, dt, points, None, retries, name) for name, dt in items.items()}
+
+
+def _ecnoise_along(loss_fn, th64, dirs, dtype, points: int, spacing: float | None, retries: int,
+                   name: str | None = None) -> LossNoise:
+    """ECnoise along each (direction, derivatives) pair, retrying as Moré & Wild advise."""
     import torch
 
     from lab.params import batched
     from lab.probes import points_along
-    spacing = spacing or default_spacing(dtype)
-    th64 = theta.detach().double()
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    sig, inf = [], []
-    t = np.arange(points) * spacing
+    sig, inf, used = [], [], []
     loss0 = None
     with torch.no_grad():
-        for _ in range(n_dirs):
-            d = torch.randn(th64.shape, generator=g, dtype=torch.float64).to(th64.device)
-            d /= d.norm()
-            vals = batched(loss_fn, points_along(th64, d, t, dtype)).double().cpu().numpy()
-            loss0 = vals[0] if loss0 is None else loss0
-            e = ecnoise(vals)
+        for d, derivs in dirs:
+            h = spacing or _spacing_from(derivs, dtype, points)
+            for attempt in range(retries + 1):
+                t = np.arange(points) * h
+                vals = batched(loss_fn, points_along(th64, d, t, dtype)).double().cpu().numpy()
+                loss0 = vals[0] if loss0 is None else loss0
+                e = ecnoise(vals)
+                if e.ok or attempt == retries:
+                    break
+                h = h * 2 if e.inform == 2 else h / 2
             sig.append(e.sigma)
             inf.append(e.inform)
-    name = str(dtype).replace("torch.", "")
-    return LossNoise(name, float(loss0), np.array(sig), spacing, inf)
+            used.append(h)
+    return LossNoise(name or str(dtype).replace("torch.", ""), float(loss0), np.array(sig), float(np.median(used)),
+                     inf)
+
+
+def loss_noise(loss_fn, theta, dtype, n_dirs: int = 4, points: int = 9, spacing: float | None = None,
+               seed: int = 0, retries: int = 4) -> LossNoise:
+    """ECnoise estimate of the evaluation noise of loss_fn at theta in `dtype`, along n_dirs random unit directions.
+
+    The spacing along each direction is `adaptive_spacing` (f changes by step_change(dtype)·|f| per step) unless
+    given. As Moré & Wild advise, a table that says "h too small" (inform 2) is retried with a larger spacing and
+    one that says "h too large" (inform 3) with a smaller one — by 2× (their reference steps 100×, which jumps
+    over the narrow usable window of bfloat16 and float16), at most `retries` times; `informs` keeps each
+    direction's final status and `sigma` is the median over the directions that succeeded.
+    """
+    import torch
+
+    th64 = theta.detach().double()
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dirs = []
+    for _ in range(n_dirs):
+        d = torch.randn(th64.shape, generator=g, dtype=torch.float64).to(th64.device)
+        d /= d.norm()
+        dirs.append((d, None if spacing else _line_derivatives(loss_fn, th64, d)))
+    return _ecnoise_along(loss_fn, th64, dirs, dtype, points, spacing, retries)
+
+
+@dataclass
+class LossError:
+    """The error of a low-precision loss against float64 at stored points, split at the final reduction: `forward`
+    is what the forward pass puts in (per-sample losses in the low dtype, averaged in float64), `reduction` the rest
+    (summing the per-sample losses in the low dtype and rounding L). Loss units, one value per point."""
+
+    total: np.ndarray
+    forward: np.ndarray
+    reference: np.ndarray
+
+    @property
+    def reduction(self) -> np.ndarray:
+        """total − forward: the error added by the low-precision mean and its final rounding."""
+        return self.total - self.forward
+
+
+def loss_error(loss_fn, per_sample_fn, points) -> LossError:
+    """At each stored point (rows of `points`, in the working dtype): loss_fn there (the working-dtype loss), the
+    float64 mean of per_sample_fn there (working-dtype forward pass, exact reduction), both against loss_fn at the
+    same point in float64."""
+    import torch
+
+    tot, fwd, ref = [], [], []
+    with torch.no_grad():
+        for p in points:
+            ref.append(float(loss_fn(p.double())))
+            tot.append(float(loss_fn(p)))
+            fwd.append(float(per_sample_fn(p).double().mean()))
+    ref_a = np.asarray(ref)
+    return LossError(np.asarray(tot) - ref_a, np.asarray(fwd) - ref_a, ref_a)
 
 
 def grad_error_by_layer(loss_fn, theta, layers: dict[str, slice], dtype) -> dict[str, float]:
@@ -133,6 +250,13 @@ def representation_fd_noise(gradient, theta, direction, dtype) -> float:
     th = theta.detach().to(dtype)
     gap = (neighbour(th, torch.sign(direction.double())).double() - th.double()).abs()
     return float(np.sqrt(6.0 * float((gradient.double() ** 2 * gap ** 2).sum()) / 12.0))
+
+
+def scaled_fd_noise(sigma: float, f0: float, f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
+    """Std of FD = f0 − 2f1 + f2 when each evaluation's noise scales with its value, as the rounding model says
+    (σ ∝ u·|f|): sigma is the noise measured at f0 (e.g. by ECnoise), so evaluation i has σ·|f_i|/|f0|."""
+    r = sigma / abs(f0)
+    return r * np.sqrt(f0**2 + 4 * np.asarray(f1, dtype=np.float64) ** 2 + np.asarray(f2, dtype=np.float64) ** 2)
 
 
 def crossover_h(sigma: float, curvature: float) -> float:

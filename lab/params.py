@@ -8,9 +8,24 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+
+def mse(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Mean squared error, as torch.nn.functional.mse_loss, written as plain tensor arithmetic: in torch 2.14.1
+    `torch.func.linearize` of the gradient of F.mse_loss crashes the process (a segmentation fault), and
+    lab.hessian may fall back to linearizing the gradient for Hessian-vector products."""
+    sq = (pred - target).pow(2)
+    if reduction == "none":
+        return sq
+    if reduction == "sum":
+        return sq.sum()
+    if reduction == "mean":
+        return sq.mean()
+    raise ValueError(f"parameter 'reduction' = {reduction!r} is not allowed: expected one of 'mean', 'sum', 'none'")
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "cross_entropy": nn.functional.cross_entropy,
-    "mse": nn.functional.mse_loss,
+    "mse": mse,
 }
 
 

@@ -63,6 +63,23 @@ def points_along(theta64: torch.Tensor, direction64: torch.Tensor, t: np.ndarray
     return theta64.to(dtype)[None] + tt.to(dtype) * direction64.to(dtype)[None]
 
 
+def evaluate_distinct(loss_fn: Callable[[torch.Tensor], torch.Tensor], pts: torch.Tensor, chunk_size: int = 64
+                      ) -> torch.Tensor:
+    """loss_fn at each row of pts, evaluating runs of identical consecutive rows once.
+
+    Along a line the stored points at small h round back to the same values; a function of the stored
+    parameters must give them the same loss. A batched (vmapped) evaluation need not: the summation order of a
+    batched kernel can depend on a row's position in the batch (e.g. AVX-512 blocking), which would turn identical
+    points into different losses. Evaluating each distinct point once makes f a function of the stored point.
+    """
+    if len(pts) == 0:
+        return batched(loss_fn, pts, chunk_size)
+    new = torch.ones(len(pts), dtype=torch.bool, device=pts.device)
+    new[1:] = (pts[1:] != pts[:-1]).any(dim=1)
+    index = torch.cumsum(new.long(), 0) - 1
+    return batched(loss_fn, pts[new], chunk_size)[index]
+
+
 def doubling_probe(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, direction: torch.Tensor,
                    h_min: float = 1e-12, decades: float = 13.0, dtype: torch.dtype = torch.float32,
                    forward_dtype: torch.dtype | None = None, perturb: str = "float64", chunk_size: int = 64
@@ -78,7 +95,7 @@ def doubling_probe(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch
     t = np.concatenate([[0.0], h, [2 * h[-1]]])
     pts = points_along(th64, d64, t, dtype, perturb)
     with torch.no_grad():
-        vals = batched(loss_fn, pts.to(forward_dtype), chunk_size).double().cpu().numpy()
+        vals = evaluate_distinct(loss_fn, pts.to(forward_dtype), chunk_size).double().cpu().numpy()
         diff = pts[1:].double() - pts[:1].double()
         changed = (diff != 0).double().mean(1).cpu().numpy()
         step = (diff.norm(dim=1).cpu().numpy() / t[1:])

@@ -100,3 +100,61 @@ def kink_distances(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, d: tor
     with np.errstate(divide="ignore", invalid="ignore"):
         hs = np.concatenate([(t - r) / s for t in ({0.0} if at == 0 else {at, -at})])
     return np.sort(hs[np.isfinite(hs) & (hs > 0)])
+
+
+PIECEWISE = ("l1", "huber")
+
+
+@dataclass(frozen=True)
+class PiecewiseLine:
+    """The L1 or Huber loss of a linear model along θ + h·d, exactly (float64): mean ℓ(r_i + h·s_i) with its
+    kinks, the h at which a residual crosses 0 (L1) or ±δ (Huber)."""
+
+    r: np.ndarray
+    s: np.ndarray
+    loss: str
+    delta: float
+
+    def __call__(self, h: np.ndarray) -> np.ndarray:
+        """The loss at each distance h."""
+        h = np.atleast_1d(np.asarray(h, dtype=np.float64))
+        z = np.abs(self.r[None, :] + h[:, None] * self.s[None, :])
+        if self.loss == "l1":
+            return z.mean(1)
+        return np.where(z < self.delta, 0.5 * z**2, self.delta * (z - 0.5 * self.delta)).mean(1)
+
+    def fd(self, h: np.ndarray) -> np.ndarray:
+        """f(0) − 2f(h) + f(2h), computed from the exact line function."""
+        h = np.asarray(h, dtype=np.float64)
+        return self(np.zeros_like(h)) - 2 * self(h) + self(2 * h)
+
+    @property
+    def kinks(self) -> np.ndarray:
+        """Positive h of every kink, sorted."""
+        at = 0.0 if self.loss == "l1" else self.delta
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hs = np.concatenate([(t - self.r) / self.s for t in ({0.0} if at == 0 else {at, -at})])
+        return np.sort(hs[np.isfinite(hs) & (hs > 0)])
+
+    @property
+    def curvature_at_0(self) -> float:
+        """f''(0): mean s_i² over the residuals inside (−δ, δ) for Huber (their quadratic part); 0 for L1."""
+        if self.loss == "l1":
+            return 0.0
+        inside = np.abs(self.r) < self.delta
+        return float((self.s[inside] ** 2).sum() / len(self.s))
+
+
+def piecewise_along(x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor, d: torch.Tensor, loss: str = "huber",
+                    delta: float = 1.0, bias: bool = True) -> PiecewiseLine:
+    """The exact L1 or Huber loss (torch's huber_loss convention, mean reduction) along θ + h·d: between kinks it is
+    linear (L1) or quadratic (Huber), so FD(h) = 0 (L1) or f''(0)·h² (Huber) exactly until 2h passes the
+    first kink."""
+    if loss not in PIECEWISE:
+        raise ValueError(f"parameter 'loss' = {loss!r} is not allowed: expected one of {PIECEWISE}")
+    if loss == "huber" and not delta > 0:
+        raise ValueError(f"parameter 'delta' = {delta} is not allowed: expected delta > 0")
+    xt = design(x.double(), bias)
+    r = (xt @ theta.double() - y.double()).cpu().numpy()
+    s = (xt @ d.double()).cpu().numpy()
+    return PiecewiseLine(r, s, loss, float(delta))

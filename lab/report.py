@@ -14,6 +14,7 @@ import nbformat
 from lab.paths import NOTEBOOKS, REPORT, ROOT
 
 CLAIM_MIMETYPE = "application/vnd.lab.claim+json"
+STAMP_MIMETYPE = "application/vnd.lab.stamp+json"
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
 VERDICT_RE = re.compile(r"^(C\d+[a-z]?) (PASS|FAIL)  (.*)$")
 TITLE = "Loss-Landscape Lab — lab report"
@@ -53,6 +54,16 @@ def parse_claims(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
         c["numbers"] = dict(rec.get("numbers") or {})
         result.append(c)
     return result
+
+
+def parse_stamp(nb: nbformat.NotebookNode) -> dict[str, Any]:
+    """The environment stamp a chapter displayed (repro.show), or {} when it shows none."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            rec = out.get("data", {}).get(STAMP_MIMETYPE)
+            if isinstance(rec, dict):
+                return dict(rec)
+    return {}
 
 
 def chapter_intro(nb: nbformat.NotebookNode) -> tuple[str, str]:

@@ -16,6 +16,10 @@ class ConstantVarianceLR(LRScheduler):
     Call `observe(loss)` with each training loss, then `step()`. Every step after the window is full:
     lr ← clip(lr · exp(gain · (target − s) / target), lr_min, lr_max), where s is the rolling std of log10 loss over
     `window` steps, minus the model's intrinsic part if `floor` is set: s = sqrt(max(std² − floor², 0)).
+
+    Each parameter group is controlled on its own: `observe` takes one loss (shared by every group) or one per group
+    (independent replicates trained side by side, lab.training.train_replicates), and `set_floor` one floor or one per
+    group.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, target: float = 0.075, window: int = 500, gain: float = 0.01,
@@ -24,35 +28,63 @@ class ConstantVarianceLR(LRScheduler):
             raise ValueError("ConstantVarianceLR: need target > 0, window >= 2, gain > 0 and 0 < lr_min < lr_max; got "
                              f"target={target}, window={window}, gain={gain}, lr_min={lr_min}, lr_max={lr_max}")
         self.target, self.window, self.gain, self.lr_min, self.lr_max = target, window, gain, lr_min, lr_max
-        self.history: deque[float] = deque(maxlen=window)
-        self.floor = 0.0
+        n = len(optimizer.param_groups)
+        self.histories: list[deque[float]] = [deque(maxlen=window) for _ in range(n)]
+        self.floors = [0.0] * n
         self.measured = float("nan")
         super().__init__(optimizer, last_epoch)
 
+    @property
+    def history(self) -> deque[float]:
+        """The first group's rolling window of log10 losses."""
+        return self.histories[0]
+
+    @property
+    def floor(self) -> float:
+        """The first group's intrinsic floor."""
+        return self.floors[0]
+
+    def _per_group(self, value, name: str) -> list[float]:
+        arr = value.detach().double().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value, float)
+        vals = [float(v) for v in arr.reshape(-1)]
+        if len(vals) == 1:
+            return vals * len(self.histories)
+        if len(vals) != len(self.histories):
+            raise ValueError(f"ConstantVarianceLR.{name}: got {len(vals)} values for {len(self.histories)} parameter "
+                             "groups; give one value or one per group")
+        return vals
+
     def observe(self, loss: float | torch.Tensor) -> None:
-        """Record one training loss (a float or a 0-d tensor)."""
-        self.history.append(math.log10(max(float(loss), 1e-300)))
+        """Record one training loss (a float or a 0-d tensor), or one per parameter group."""
+        for h, v in zip(self.histories, self._per_group(loss, "observe"), strict=True):
+            h.append(math.log10(max(v, 1e-300)))
 
-    def set_floor(self, floor: float) -> None:
-        """The model-intrinsic std of log10 loss to subtract before control (0 disables the correction)."""
-        self.floor = max(0.0, float(floor))
+    def set_floor(self, floor) -> None:
+        """The model-intrinsic std of log10 loss to subtract before control (0 disables the correction), one value
+        or one per parameter group."""
+        self.floors = [max(0.0, v) for v in self._per_group(floor, "set_floor")]
 
-    def controlled_std(self) -> float:
-        """The std the controller acts on (NaN until the window is full)."""
-        if len(self.history) < self.window:
+    def controlled_std(self, group: int = 0) -> float:
+        """The std the controller acts on for one parameter group (NaN until the window is full)."""
+        h = self.histories[group]
+        if len(h) < self.window:
             return float("nan")
-        s = float(np.std(np.asarray(self.history), ddof=1))
-        return math.sqrt(max(s * s - self.floor**2, 0.0))
+        s = float(np.std(np.asarray(h), ddof=1))
+        return math.sqrt(max(s * s - self.floors[group] ** 2, 0.0))
 
     def get_lr(self) -> list[float]:
-        """Next learning rates: the multiplicative update, clipped to [lr_min, lr_max]."""
-        lrs = [g["lr"] for g in self.optimizer.param_groups]
-        s = self.controlled_std()
-        self.measured = s
-        if not math.isfinite(s):
-            return lrs
-        factor = math.exp(self.gain * (self.target - s) / self.target)
-        return [min(max(lr * factor, self.lr_min), self.lr_max) for lr in lrs]
+        """Next learning rates: the multiplicative update of each group, clipped to [lr_min, lr_max]."""
+        out = []
+        for gi, g in enumerate(self.optimizer.param_groups):
+            s = self.controlled_std(gi)
+            if gi == 0:
+                self.measured = s
+            if not math.isfinite(s):
+                out.append(g["lr"])
+                continue
+            factor = math.exp(self.gain * (self.target - s) / self.target)
+            out.append(min(max(g["lr"] * factor, self.lr_min), self.lr_max))
+        return out
 
 
 def rolling_std(x: np.ndarray, window: int) -> np.ndarray:

@@ -69,6 +69,37 @@ def trajectory_pca(thetas: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, np.n
     return dirs, coords, ratio[:k]
 
 
+def random_walk_pca(step_lengths: np.ndarray, dim: int, k: int = 2, n_walks: int = 200, seed: int = 0) -> np.ndarray:
+    """The null model for trajectory_pca: explained-variance ratios of the top k PCA directions (around the last
+    point) of isotropic random walks in `dim` dimensions with the given step lengths, shape (n_walks, k).
+
+    Exact and cheap for any dim: PCA needs only the Gram matrix of the walk, and the Gram matrix of n independent
+    Gaussian directions in `dim` dimensions is Wishart(dim, I_n) (scipy.stats.wishart), normalised to unit vectors
+    and scaled to the step lengths — no dim-sized vector is ever drawn.
+    """
+    from scipy.stats import wishart
+
+    s = np.asarray(step_lengths, dtype=np.float64)
+    n = len(s)
+    if n < 2 or dim < 1 or not np.all(s > 0):
+        raise ValueError(f"random_walk_pca: need at least 2 positive step lengths and dim >= 1, got {n} steps, "
+                         f"dim={dim}")
+    suffix = np.triu(np.ones((n + 1, n)), 0)[: n + 1]      # row t sums the steps i >= t (last row: the end point)
+    suffix[n] = 0.0
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_walks, k))
+    for w in range(n_walks):
+        g = np.atleast_2d(wishart(df=max(dim, n), scale=np.eye(n)).rvs(random_state=rng)) if dim >= n else None
+        if g is None:                                        # fewer dimensions than steps: draw the vectors
+            z = rng.standard_normal((n, dim))
+            g = z @ z.T
+        d = np.sqrt(np.diag(g))
+        e = (g / np.outer(d, d)) * np.outer(s, s)            # Gram matrix of the increments
+        ev = np.clip(np.linalg.eigvalsh(suffix @ e @ suffix.T)[::-1], 0, None)
+        out[w] = ev[:k] / ev.sum()
+    return out
+
+
 def nonconvex_fraction(surf: Surface) -> float:
     """Share of interior grid points where the surface's 2D second-difference Hessian has a negative eigenvalue."""
     loss, da, db = surf.loss, surf.a[1] - surf.a[0], surf.b[1] - surf.b[0]

@@ -247,14 +247,24 @@ def identity(declared: dict[str, dict[str, Any]], params: dict[str, Any]) -> dic
     return {k: v for k, v in params.items() if not (k in defaults and _same(v, defaults[k]))}
 
 
+def lab_hash() -> str:
+    """sha1 over the lab package's Python sources: the science a chapter imports is part of its code."""
+    h = hashlib.sha1()
+    pkg = Path(__file__).resolve().parent
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(f.relative_to(pkg).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def notebook_hash(path: str | Path) -> str:
-    """The first 12 hex digits of sha1 over a notebook's code cells (sources, in order): which version of a
-    chapter's code a point ran. Markdown and outputs do not count."""
+    """The first 12 hex digits of sha1 over a notebook's code cells (sources, in order) and the lab package's
+    sources: which version of a chapter's code a point ran. Markdown and outputs do not count."""
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    return hashlib.sha1(json.dumps(code).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps([code, lab_hash()]).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------- the plan
@@ -270,6 +280,7 @@ class Sweep:
     swept: list[str]
     plot: dict[str, str] = field(default_factory=dict)
     code: str = ""  # notebook_hash of the chapter when planned; finished points of another version are stale
+    env: dict[str, str] = field(default_factory=dict)  # environment of every point's kernel (e.g. ATEN_CPU_CAPABILITY)
 
     def notebook_path(self, pid: str) -> Path:
         """The executed notebook of a finished point."""
@@ -294,9 +305,10 @@ def _check_plot(plot: dict[str, str], declared: dict[str, Any], src: Path, optio
 
 
 def plan(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name: str | None = None,
-         out_root: str | Path = RUNS, plot: dict[str, str] | None = None) -> Sweep:
+         out_root: str | Path = RUNS, plot: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Sweep:
     """Resolve the chapter, expand and validate every point (names and types) and the plot axes (plot overrides
-    the grid file's plot:) before anything runs."""
+    the grid file's plot:) before anything runs. `env` is set in every point's kernel (numeric conditions such as
+    ATEN_CPU_CAPABILITY or OMP_NUM_THREADS; one sweep folder per environment)."""
     src = resolve_notebook(nb)
     if isinstance(grid, GridSpec):
         spec, grid_stem = grid, "grid"
@@ -324,7 +336,7 @@ def plan(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name: str
              if len({json.dumps(p.get(k, defaults.get(k)), sort_keys=True, default=str)
                      for p in points.values()}) > 1]
     return Sweep(notebook=src, name=sweep_name, out_dir=out_dir, points=points, defaults=defaults, swept=swept,
-                 plot={**spec.plot, **(plot or {})}, code=notebook_hash(src))
+                 plot={**spec.plot, **(plot or {})}, code=notebook_hash(src), env=dict(env or {}))
 
 
 # ------------------------------------------------------------------------------------------------- records
@@ -387,12 +399,13 @@ def _worker_address() -> str:
 
 
 @contextlib.contextmanager
-def _point_env(folder: Path, pid: str) -> Iterator[None]:
+def _point_env(folder: Path, pid: str, env: dict[str, str] | None = None) -> Iterator[None]:
     """Send the chapter's figures and saved tables to runs/<sweep>/{figures,results}/<pid>/ for the duration,
-    so points never write over each other or over the committed figures/. Absolute paths: the kernel runs in the
-    notebook's folder. Process-wide: run_point holds _POINT_LOCK around it."""
+    so points never write over each other or over the committed figures/, and set `env` (the kernel inherits it).
+    Absolute paths: the kernel runs in the notebook's folder. Process-wide: run_point holds _POINT_LOCK."""
     folder = Path(folder).expanduser().resolve()
-    new = {"LAB_FIGURES": str(folder / "figures" / pid), "LAB_RESULTS": str(folder / "results" / pid)}
+    new = {**{str(k): str(v) for k, v in (env or {}).items()},
+           "LAB_FIGURES": str(folder / "figures" / pid), "LAB_RESULTS": str(folder / "results" / pid)}
     old = {k: os.environ.get(k) for k in new}
     os.environ.update(new)
     try:
@@ -412,7 +425,7 @@ _POINT_LOCK = threading.Lock()
 
 
 def run_point(src: str, out_dir: str, pid: str, params: dict[str, Any],
-              timeout: float | None = None) -> dict[str, Any]:
+              timeout: float | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Execute one point (papermill) into out_dir/<pid>.ipynb, write and return its status record.
 
     The notebook goes to a temporary name and is renamed on success, so <pid>.ipynb is always complete (a stale
@@ -423,18 +436,19 @@ def run_point(src: str, out_dir: str, pid: str, params: dict[str, Any],
     time (_POINT_LOCK).
     """
     with _POINT_LOCK:
-        return _run_point(src, out_dir, pid, params, timeout)
+        return _run_point(src, out_dir, pid, params, timeout, env)
 
 
-def _run_point(src: str, out_dir: str, pid: str, params: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+def _run_point(src: str, out_dir: str, pid: str, params: dict[str, Any], timeout: float | None,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
     """run_point without the lock."""
     import nbformat
 
-    from lab.report import parse_claims
+    from lab.report import parse_claims, parse_stamp
 
     folder = Path(out_dir).expanduser().resolve()
     rec: dict[str, Any] = {"id": pid, "params": params, "notebook": str(Path(src).name), "worker": _worker_address(),
-                           "host": socket.gethostname(), "started": time.time()}
+                           "host": socket.gethostname(), "started": time.time(), "env": dict(env or {})}
     if not folder.is_dir():
         rec.update(status="failed", claims=[], seconds=0.0, code_hash=None,
                    error=f"SweepError: worker {rec['worker']} on {rec['host']} does not share the filesystem: the "
@@ -445,9 +459,11 @@ def _run_point(src: str, out_dir: str, pid: str, params: dict[str, Any], timeout
     final, tmp = folder / f"{pid}.ipynb", folder / f".{pid}.{uuid.uuid4().hex[:8]}{_PART}.ipynb"
     t0 = time.perf_counter()
     try:
-        with _point_env(folder, pid):
+        with _point_env(folder, pid, env):
             execute(Path(src), tmp, params, progress=False, timeout=timeout)
-        claims = parse_claims(nbformat.read(tmp, as_version=4))
+        executed = nbformat.read(tmp, as_version=4)
+        claims = parse_claims(executed)
+        rec["stamp"] = parse_stamp(executed)
         os.replace(tmp, final)
         (folder / f"{pid}.failed.ipynb").unlink(missing_ok=True)  # an earlier failed attempt
         rec.update(status="ok", error=None,
@@ -552,6 +568,7 @@ def run_sweep(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name
     sweep.out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(sweep.out_dir / "sweep.json", {"notebook": str(sweep.notebook), "name": sweep.name,
                                                "code_hash": sweep.code, "swept": sweep.swept, "plot": sweep.plot,
+                                               "env": sweep.env,
                                                "points": sweep.points})
     _clean_partials(sweep.out_dir)
     states = {pid: point_state(sweep, pid) for pid in sweep.points}
@@ -572,30 +589,32 @@ def run_sweep(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name
             link = _dashboard(cl)
             if link:
                 tqdm.write(f"dask dashboard: {link}")
-            ran = _submit_all(cl, sweep, pending, timeout, retries, progress)
+            ran = [pid for _, pid in submit_points(cl, [(sweep, pid) for pid in pending], timeout, retries,
+                                                   progress, desc=sweep.name)]
     _clean_partials(sweep.out_dir)
     table, files = write_results(sweep)
     return SweepResult(sweep=sweep, ran=ran, skipped=skipped, table=table, files=files)
 
 
-def _submit_all(client: Any, sweep: Sweep, pending: Sequence[str], timeout: float | None, retries: int,
-                progress: bool) -> list[str]:
-    """Submit one task per point, follow them with a progress bar, record tasks that died with their worker."""
+def submit_points(client: Any, items: Sequence[tuple[Sweep, str]], timeout: float | None, retries: int,
+                  progress: bool, desc: str = "points") -> list[tuple[Sweep, str]]:
+    """Submit one task per (sweep, point id) — points of several sweeps may share one cluster — follow them with a
+    progress bar, record tasks that died with their worker; return the items in the order they finished."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
     futures = {}
-    for pid in pending:
+    for sweep, pid in items:
         fut = client.submit(run_point, str(sweep.notebook), str(sweep.out_dir), pid, sweep.points[pid], timeout,
-                            pure=False, retries=retries, key=f"point-{pid}-{uuid.uuid4().hex[:8]}")
-        futures[fut] = pid
+                            sweep.env or None, pure=False, retries=retries, key=f"point-{pid}-{uuid.uuid4().hex[:8]}")
+        futures[fut] = (sweep, pid)
     counts = {"ok": 0, "failed": 0}
-    bar = tqdm(total=len(futures), desc=sweep.name, unit="point", disable=not progress)
+    bar = tqdm(total=len(futures), desc=desc, unit="point", disable=not progress)
     ran = []
     try:
         for fut in as_completed(futures):
-            pid = futures[fut]
-            ran.append(pid)
+            sweep, pid = futures[fut]
+            ran.append((sweep, pid))
             if fut.status == "finished":
                 rec = settle(sweep, pid, fut.result(), None)
             else:  # the task itself died (e.g. its worker was killed more often than allowed)

@@ -8,10 +8,10 @@ from lab.behavior import (
     gauss_newton,
     manifold_walk,
     null_space,
-    numerical_rank,
     output_second_derivative,
 )
 from lab.hessian import dense_hessian
+from lab.linalg import numerical_rank
 from lab.models import SimpleMLP, linear_regression
 from lab.params import make_forward
 
@@ -55,7 +55,7 @@ def test_gauss_newton_equals_hessian_at_exact_linear_solution() -> None:
     loss = lambda t: ((fwd(t, x) - y) ** 2).mean()  # noqa: E731
     h, g = dense_hessian(loss, th), behavior_jacobian(fwd, th, x)
     assert float((h - gauss_newton(g)).norm() / h.norm()) < 1e-10
-    assert numerical_rank(h)[0] == numerical_rank(g)[0] == 4
+    assert numerical_rank(h).rank == numerical_rank(g).rank == numerical_rank(g, gram=True).rank == 4
 
 
 def test_null_space_and_second_derivative(net) -> None:
@@ -78,3 +78,39 @@ def test_walk_keeps_training_outputs(net) -> None:
     assert w.train_change.max() < 1e-10 and w.distance[-1] > 0.05
     assert np.all(w.tangent_dot < 1e-12)
     assert all(torch.equal(before[k], p) for k, p in model.named_parameters())
+
+
+def test_batched_levenberg_marquardt_agrees_with_the_loop() -> None:
+    """Many tiny ReLU nets fitted at once reach the same verdicts (interpolates or not) as one at a time, and where
+    they interpolate they fit the training targets to rounding."""
+    from lab.behavior import fit_interpolate_batch
+
+    x = torch.tensor([[-1.5], [-0.5], [0.5], [1.5]], dtype=torch.float64)
+    y = torch.tensor([1.0, -0.5, 0.3, 1.2], dtype=torch.float64)
+    fwd, _, _ = make_forward(SimpleMLP(width=4, depth=1, activation="relu", in_dim=1, out_dim=1).double())
+    starts = []
+    for s in range(24):
+        torch.manual_seed(s)
+        starts.append(make_forward(SimpleMLP(width=4, depth=1, activation="relu", in_dim=1, out_dim=1).double())[1])
+    th0 = torch.stack(starts).double()
+    th_b, mse_b = fit_interpolate_batch(fwd, th0, x, y, iters=50, tol=1e-30)
+    loop = [fit_interpolate(fwd, t, x, y, iters=50, tol=1e-30)[1] for t in th0]
+    ok_b, ok_l = mse_b.numpy() <= 1e-26, np.array(loop) <= 1e-26
+    assert (ok_b == ok_l).mean() >= 0.9 and ok_b.sum() >= 5
+    for t in th_b[torch.from_numpy(ok_b)]:
+        assert float((fwd(t, x).reshape(-1) - y).abs().max()) < 1e-12
+    with pytest.raises(ValueError, match="thetas"):
+        fit_interpolate_batch(fwd, th0[0], x, y)
+
+
+def test_walk_steps_leave_the_tangent_plane_at_first_order_in_the_step(net) -> None:
+    """The sampled direction is in null(G) by construction; the step actually taken is a chord of the curved
+    manifold, so ‖G·Δθ‖/(‖G‖‖Δθ‖) is O(step): halving the step halves it."""
+    _, fwd, theta, x = net
+    med = {}
+    for step in (0.05, 0.1, 0.2):
+        w = manifold_walk(fwd, theta, x[:4], steps=4, step=step, seed=1)
+        assert np.all(w.tangent_dot < 1e-12) and np.all(w.chord_dot > 1e-8)
+        med[step] = float(np.median(w.chord_dot))
+    slope = np.polyfit(np.log(list(med)), np.log(list(med.values())), 1)[0]
+    assert 0.7 < slope < 1.3

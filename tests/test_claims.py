@@ -29,7 +29,7 @@ def test_check_outside_ipython_prints_numbers_line(capsys: pytest.CaptureFixture
     assert out == "C1 [PASS] sigma=1.23e-07, n=3, name=adam\n"
     assert c.results["C1"].passed is True
     c.check("C2", 0, ratio=float("nan"))
-    assert capsys.readouterr().out == "C2 [FAIL] ratio=nan\n"
+    assert capsys.readouterr().out == "C2 [FAIL] ratio=nan (non-finite: ratio)\n"
 
 
 def test_numbers_recorded_as_plain_values() -> None:
@@ -75,3 +75,60 @@ def test_unknown_claim_raises() -> None:
     assert "C9" not in c.results
     with pytest.raises(KeyError):
         c.verdicts("C9")
+
+
+def test_nan_never_passes_unless_allowed(capsys: pytest.CaptureFixture[str]) -> None:
+    c = _claims()
+    c.check("C1", True, alpha=float("nan"), low=-0.1)
+    assert c.results["C1"].passed is False and "non-finite: alpha" in c.results["C1"].note
+    c.check("C2", True, first_flip=float("nan"), allow_nonfinite=("first_flip",))
+    assert c.results["C2"].passed is True
+    c.check("C3a", True, time=float("inf"))
+    assert c.results["C3a"].passed is False
+
+
+def test_estimates_expand_and_nan_interval_fails() -> None:
+    from lab.stats import t_interval
+
+    c = _claims()
+    c.check("C1", True, slope=t_interval([1.0, 1.1, 0.9]))
+    assert set(c.results["C1"].numbers) == {"slope", "slope_low", "slope_high", "slope_n"}
+    assert c.results["C1"].passed is True
+    c.check("C2", True, slope=t_interval([1.0]))             # one replicate: no interval
+    assert c.results["C2"].passed is False
+
+
+def test_declared_once_introduced_checked_and_concluded(capsys: pytest.CaptureFixture[str]) -> None:
+    """The declaration drives the introduction's list and the conclusion, which quotes the check's numbers and
+    switches to the failure text when the verdict is FAIL."""
+    from lab.stats import t_interval
+
+    c = Claims("09")
+    c.declare("C1", "the slope is one", test="t-interval inside [0.9, 1.1]", margin="theory says 1",
+              conclusion="slope {slope} over {n:d} runs", if_fail="slope {slope} is not one")
+    c.declare("C2", "the sign is positive")
+    with pytest.raises(KeyError):
+        c.declare("C1", "again")
+    with pytest.raises(ValueError, match="one line"):
+        c.declare("C3", "two\nlines")
+    intro = c.introduce()
+    assert "**C1** the slope is one." in intro and "*Tested:* t-interval inside [0.9, 1.1]" in intro
+    assert "*Threshold:* theory says 1" in intro and "**C2** the sign is positive." in intro
+    c.check("C1", True, slope=t_interval([1.0, 1.02, 0.98]), n=3)
+    capsys.readouterr()
+    text = c.conclude("Preamble.")
+    assert text.startswith("Preamble.")
+    assert "- **C1** (PASS) slope 1 [0.95, 1.05] over 3 runs" in text
+    assert "- **C2** (not computed) the sign is positive." in text
+    c.check("C1", False, slope=t_interval([2.0, 2.1, 1.9]), n=3)
+    assert "(FAIL) slope 2 [" in c.conclude() and "is not one" in c.conclude()
+
+
+def test_claim_records_are_strict_json() -> None:
+    """Jupyter refuses NaN in JSON: the record's non-finite numbers are strings."""
+    import json
+
+    from lab.claims import _json_number
+
+    rec = {k: _json_number(v) for k, v in {"a": float("nan"), "b": [1.0, float("inf")], "c": 2}.items()}
+    assert json.loads(json.dumps(rec, allow_nan=False)) == {"a": "nan", "b": [1.0, "inf"], "c": 2}

