@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 
@@ -55,8 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--out-dir", default=None, help="parent folder (default runs/)")
     rb.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
     rb.add_argument("--dry-run", action="store_true", help="list the runs; run nothing")
-    rb.add_argument("--fresh", action="store_true", help="discard this matrix's earlier results (its folder) first "
-                    "instead of resuming")
+    rb.add_argument("--fresh", action="store_true", help="discard the chosen chapters' earlier results in this "
+                    "matrix first instead of resuming")
+    rb.add_argument("--collect", action="store_true", help="run nothing: rebuild the matrix tables and heat map from "
+                    "the records already there")
+    rb.add_argument("--publish", default=None, metavar="DIR", help="copy the small results (summary.csv, "
+                    "matrix.png, claims.csv, claims.md, conditions.json) to DIR, e.g. results/robustness")
     rb.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
@@ -82,10 +87,26 @@ def _robustness(args: argparse.Namespace) -> int:
                              name=args.name)
     for c, why in p.skipped:
         print(f"skipping condition {c.name}: {why}")
-    if args.fresh and not args.dry_run and p.out_dir.exists():
+    if args.fresh and not args.dry_run:
         import shutil
 
-        shutil.rmtree(p.out_dir)
+        for sw in p.sweeps.values():
+            if sw.out_dir.exists():
+                shutil.rmtree(sw.out_dir)
+    if args.collect:
+        res = robustness.write_matrix(p)
+        prev = p.out_dir / "robustness.json"
+        if prev.exists():  # keep the wall time of the last run
+            res["seconds"] = json.loads(prev.read_text(encoding="utf-8")).get("seconds")
+        from lab.runner import write_atomic
+
+        write_atomic(prev, json.dumps(res, indent=1))
+        print(f"robustness {p.out_dir.name}: {res['verdicts'] - res['fails']}/{res['verdicts']} verdicts PASS over "
+              f"{res['runs']} run(s) of {res['claims']} claims, {res['failed_runs']} run(s) failed or missing")
+        if args.publish:
+            for f in robustness.publish(p.out_dir, args.publish):
+                print(f)
+        return 1 if res["fails"] or res["failed_runs"] else 0
     if args.dry_run:
         for sw in p.sweeps.values():
             states = [point_state(sw, pid) for pid in sw.points]
@@ -99,6 +120,9 @@ def _robustness(args: argparse.Namespace) -> int:
         print("claims that FAIL somewhere: " + ", ".join(res["flipping_claims"]))
     for f in ("matrix.csv", "summary.csv", "matrix.png"):
         print(p.out_dir / f)
+    if args.publish:
+        for f in robustness.publish(p.out_dir, args.publish):
+            print(f)
     return 1 if res["fails"] or res["failed_runs"] else 0
 
 

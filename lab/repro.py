@@ -86,6 +86,7 @@ def stamp(device: torch.device | str = "cpu", seed: int | None = None) -> dict:
         "tf32_cudnn": torch.backends.cudnn.allow_tf32,
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         "threads": torch.get_num_threads(),
+        "mkl_threads": _mkl_threads(),
         "seed": seed,
     }
     if dev.type == "cuda":
@@ -94,6 +95,12 @@ def stamp(device: torch.device | str = "cpu", seed: int | None = None) -> dict:
         out["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(dev)))
         out["driver"] = _nvidia_driver()
     return out
+
+
+def _mkl_threads() -> int | None:
+    """MKL's own thread count (torch's BLAS on x86), from torch's parallel info; None without MKL."""
+    m = re.search(r"mkl_get_max_threads\(\)\s*:\s*(\d+)", torch.__config__.parallel_info())
+    return int(m[1]) if m else None
 
 
 def _nvidia_driver() -> str:

@@ -42,8 +42,8 @@ class Condition:
 MATRICES: dict[str, tuple[Condition, ...]] = {
     "default": (
         Condition("native·2t", (0, 1, 2, 3, 4)),
-        Condition("default·2t", (0, 1), kernels="default"),
         Condition("avx2·2t", (0, 1), kernels="avx2"),
+        Condition("default·1t", (0, 1), kernels="default", threads=1),
         Condition("native·1t", (0,), threads=1),
         Condition("cuda", (0,), device="cuda"),
     ),
@@ -152,7 +152,7 @@ def run(p: Plan, workers: int | None = None, timeout: float | None = None, progr
     total = sum(len(v) for v in by_threads.values())
     tqdm.write(f"robustness: {len(p.chapters)} chapter(s) × {len(p.conditions)} condition(s), "
                f"{sum(len(s.points) for s in p.sweeps.values())} run(s), {total} to run (native kernels: {p.native})")
-    for threads, items in sorted(by_threads.items(), reverse=True):
+    for threads, items in sorted(by_threads.items()):  # 1-thread runs first: both cores busy
         n = workers or max(1, (os.cpu_count() or 1) // threads)
         with connect(None, min(n, len(items)), len(items), dashboard_address=None) as client:
             submit_points(client, items, timeout, retries=1, progress=progress, desc=f"{threads} thread(s)")
@@ -211,11 +211,68 @@ def write_matrix(p: Plan) -> dict[str, Any]:
            "failed_runs": int(len(failed_runs)), "verdicts": int(len(ok)), "fails": int((~ok["passed"]).sum()),
            "claims": int(ok.groupby(["chapter", "claim"]).ngroups) if len(ok) else 0,
            "flipping_claims": sorted({f"{r.chapter} {r.claim}" for r in ok[~ok["passed"]].itertuples()})}
+    runs = df.drop_duplicates("run")
+    out["run_seconds"] = round(float(runs["seconds"].fillna(0).sum()), 1)  # the runs' own times, summed
+    # the wall time those runs need when scheduled as run() does (cores // threads side by side)
+    cores = os.cpu_count() or 1
+    out["scheduled_seconds"] = round(float(sum(g["seconds"].fillna(0).sum() / max(1, cores // max(1, int(t)))
+                                               for t, g in runs.groupby(runs["threads"].fillna(1)))), 1)
     try:
         plot_matrix(df, p.out_dir / "matrix.png")
     except Exception as exc:  # noqa: BLE001 - the table is the result
         out["plot_error"] = f"{type(exc).__name__}: {exc}"
     return out
+
+
+def claim_shares(df: Any) -> Any:
+    """Per claim: the conditions in which it held at every seed run there, and the runs in which it held."""
+    import pandas as pd
+
+    ok = df[df["claim"].notna()]
+    rows = []
+    for (chapter, claim), g in ok.groupby(["chapter", "claim"], sort=True):
+        by_cond = g.groupby("condition")["passed"].all()
+        statement = g["statement"].iloc[0] if "statement" in g else ""
+        rows.append({"chapter": chapter, "claim": claim, "statement": statement,
+                     "conditions_held": int(by_cond.sum()), "conditions": int(len(by_cond)),
+                     "runs_held": int(g["passed"].sum()), "runs": int(len(g))})
+    return pd.DataFrame(rows)
+
+
+def publish(out_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy a matrix's small results — summary.csv, matrix.png — to dest and write claims.csv (claim_shares), its
+    Markdown table claims.md and conditions.json (the conditions, the native kernels, the run times): what the
+    repository commits."""
+    import shutil
+
+    import pandas as pd
+
+    from lab.runner import write_atomic
+
+    src, dest = Path(out_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name in ("summary.csv", "matrix.png"):
+        files.append(Path(shutil.copyfile(src / name, dest / name)))
+    df = pd.read_csv(src / "matrix.csv")
+    files.append(write_atomic(dest / "claims.csv", claim_shares(df).to_csv(index=False)))
+    meta = json.loads((src / "robustness.json").read_text(encoding="utf-8"))
+    keep = {k: meta.get(k) for k in ("conditions", "skipped", "native_kernels", "chapters", "runs", "failed_runs",
+                                     "verdicts", "fails", "claims", "flipping_claims", "seconds", "run_seconds",
+                                     "scheduled_seconds")}
+    files.append(write_atomic(dest / "conditions.json", json.dumps(keep, indent=1)))
+    files.append(write_atomic(dest / "claims.md", claims_markdown(claim_shares(df))))
+    return files
+
+
+def claims_markdown(shares: Any) -> str:
+    """The per-claim shares as a Markdown table (what the README shows)."""
+    lines = ["| chapter | claim | conditions where it holds at every seed | runs where it holds |",
+             "| --- | --- | --- | --- |"]
+    for r in shares.itertuples():
+        lines.append(f"| {r.chapter} | {r.claim} | {r.conditions_held}/{r.conditions} "
+                     f"({100 * r.conditions_held / max(1, r.conditions):.0f}%) | {r.runs_held}/{r.runs} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_matrix(df: Any, path: Path) -> Path:

@@ -2,6 +2,7 @@
 matrix records every verdict with the kernels and threads the run actually used."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,8 @@ def test_condition_environment_and_effective_kernels() -> None:
 def test_default_matrix_is_the_issue_s() -> None:
     m = {c.name: c for c in rb.MATRICES["default"]}
     assert m["native·2t"].seeds == (0, 1, 2, 3, 4) and m["native·1t"].threads == 1
-    assert m["default·2t"].kernels == "default" and m["avx2·2t"].seeds == (0, 1) and m["cuda"].device == "cuda"
+    assert m["default·1t"].kernels == "default" and m["default·1t"].threads == 1
+    assert m["avx2·2t"].seeds == (0, 1) and m["cuda"].device == "cuda"
     assert rb.MATRICES["ci"] == (rb.Condition("default·1t", (1,), kernels="default", threads=1),)
 
 
@@ -70,3 +72,13 @@ def test_matrix_records_verdicts_kernels_and_threads(tmp_path: Path, monkeypatch
     assert "0 to run" in capsys.readouterr().out
     assert main(["robustness", str(FIXTURE), "--matrix", "t", "--out-dir", str(tmp_path), "--name", "m",
                  "--no-progress", "--fresh", "--dry-run"]) == 0
+    assert main(["robustness", str(FIXTURE), "--matrix", "t", "--out-dir", str(tmp_path), "--name", "m",
+                 "--collect", "--publish", str(tmp_path / "pub")]) == 1
+    shares = pd.read_csv(tmp_path / "pub" / "claims.csv")
+    c2 = shares[shares.claim == "C2"].iloc[0]
+    assert (c2.conditions_held, c2.conditions, c2.runs_held, c2.runs) == (1, 2, 2, 3)
+    assert {p.name for p in (tmp_path / "pub").iterdir()} == {"summary.csv", "matrix.png", "claims.csv",
+                                                             "conditions.json", "claims.md"}
+    assert "| 97 | C2 | 1/2 (50%) | 2/3 |" in (tmp_path / "pub" / "claims.md").read_text()
+    meta = json.loads((tmp_path / "pub" / "conditions.json").read_text())
+    assert meta["run_seconds"] > 0 and 0 < meta["scheduled_seconds"] <= meta["run_seconds"]
