@@ -152,7 +152,10 @@ def run(p: Plan, workers: int | None = None, timeout: float | None = None, progr
     total = sum(len(v) for v in by_threads.values())
     tqdm.write(f"robustness: {len(p.chapters)} chapter(s) × {len(p.conditions)} condition(s), "
                f"{sum(len(s.points) for s in p.sweeps.values())} run(s), {total} to run (native kernels: {p.native})")
+    hints = published_seconds()
     for threads, items in sorted(by_threads.items()):  # 1-thread runs first: both cores busy
+        # longest runs first (as last published), so that the short ones fill in beside them
+        items.sort(key=lambda it: -hints.get(Path(it[0].notebook).stem, {}).get(str(threads), 0.0))
         n = workers or max(1, (os.cpu_count() or 1) // threads)
         with connect(None, min(n, len(items)), len(items), dashboard_address=None) as client:
             submit_points(client, items, timeout, retries=1, progress=progress, desc=f"{threads} thread(s)")
@@ -260,9 +263,24 @@ def publish(out_dir: str | Path, dest: str | Path) -> list[Path]:
     keep = {k: meta.get(k) for k in ("conditions", "skipped", "native_kernels", "chapters", "runs", "failed_runs",
                                      "verdicts", "fails", "claims", "flipping_claims", "seconds", "run_seconds",
                                      "scheduled_seconds")}
+    runs = df.drop_duplicates("run").dropna(subset=["seconds"])
+    keep["chapter_seconds"] = {nb: {str(int(t)): round(float(g2["seconds"].median()), 1)
+                                    for t, g2 in g.groupby(g["threads"].fillna(1))}
+                               for nb, g in runs.groupby("notebook")}  # median run time per chapter and threads
     files.append(write_atomic(dest / "conditions.json", json.dumps(keep, indent=1)))
     files.append(write_atomic(dest / "claims.md", claims_markdown(claim_shares(df))))
     return files
+
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "results" / "robustness" / "conditions.json"
+
+
+def published_seconds(path: str | Path = PUBLISHED) -> dict[str, dict[str, float]]:
+    """Median run time per chapter and thread count from the last published matrix ({} when there is none)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")).get("chapter_seconds") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def claims_markdown(shares: Any) -> str:

@@ -51,6 +51,9 @@ def test_matrix_records_verdicts_kernels_and_threads(tmp_path: Path, monkeypatch
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setitem(rb.MATRICES, "t", (rb.Condition("native·1t", (0,), threads=1),
                                             rb.Condition("default·1t", (0, 1), kernels="default", threads=1)))
+    # the CPU's own kernels, even when the suite itself runs under ATEN_CPU_CAPABILITY=default
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setattr(rb, "native_kernels", lambda: "avx2")
     code = main(["robustness", str(FIXTURE), "--matrix", "t", "--out-dir", str(tmp_path), "--name", "m",
                  "--no-progress"])
     assert code == 1                                              # C2 fails under the native kernels
@@ -82,3 +85,7 @@ def test_matrix_records_verdicts_kernels_and_threads(tmp_path: Path, monkeypatch
     assert "| 97 | C2 | 1/2 (50%) | 2/3 |" in (tmp_path / "pub" / "claims.md").read_text()
     meta = json.loads((tmp_path / "pub" / "conditions.json").read_text())
     assert meta["run_seconds"] > 0 and 0 < meta["scheduled_seconds"] <= meta["run_seconds"]
+    assert set(meta["chapter_seconds"]) == {"97_robustness"}
+    assert set(meta["chapter_seconds"]["97_robustness"]) == {"1"}         # both conditions ran at 1 thread
+    assert rb.published_seconds(tmp_path / "pub" / "conditions.json") == meta["chapter_seconds"]
+    assert rb.published_seconds(tmp_path / "missing.json") == {}
