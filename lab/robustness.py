@@ -215,6 +215,7 @@ def write_matrix(p: Plan) -> dict[str, Any]:
            "claims": int(ok.groupby(["chapter", "claim"]).ngroups) if len(ok) else 0,
            "flipping_claims": sorted({f"{r.chapter} {r.claim}" for r in ok[~ok["passed"]].itertuples()})}
     runs = df.drop_duplicates("run")
+    out["distinct_runs"] = int(len(runs))  # conditions that are one configuration here share their runs
     out["run_seconds"] = round(float(runs["seconds"].fillna(0).sum()), 1)  # the runs' own times, summed
     # the wall time those runs need when scheduled as run() does (cores // threads side by side)
     cores = os.cpu_count() or 1
@@ -233,7 +234,9 @@ def claim_shares(df: Any) -> Any:
 
     ok = df[df["claim"].notna()]
     rows = []
-    for (chapter, claim), g in ok.groupby(["chapter", "claim"], sort=True):
+    order = sorted(ok.groupby(["chapter", "claim"]).groups, key=lambda k: (str(k[0]), int(str(k[1]).lstrip("C") or 0)))
+    for chapter, claim in order:
+        g = ok[(ok["chapter"] == chapter) & (ok["claim"] == claim)]
         by_cond = g.groupby("condition")["passed"].all()
         statement = g["statement"].iloc[0] if "statement" in g else ""
         rows.append({"chapter": chapter, "claim": claim, "statement": statement,
@@ -257,12 +260,12 @@ def publish(out_dir: str | Path, dest: str | Path) -> list[Path]:
     files = []
     for name in ("summary.csv", "matrix.png"):
         files.append(Path(shutil.copyfile(src / name, dest / name)))
-    df = pd.read_csv(src / "matrix.csv")
+    df = pd.read_csv(src / "matrix.csv", dtype={"chapter": str})
     files.append(write_atomic(dest / "claims.csv", claim_shares(df).to_csv(index=False)))
     meta = json.loads((src / "robustness.json").read_text(encoding="utf-8"))
     keep = {k: meta.get(k) for k in ("conditions", "skipped", "native_kernels", "chapters", "runs", "failed_runs",
-                                     "verdicts", "fails", "claims", "flipping_claims", "seconds", "run_seconds",
-                                     "scheduled_seconds")}
+                                     "verdicts", "fails", "claims", "flipping_claims", "distinct_runs",
+                                     "run_seconds", "scheduled_seconds")}
     runs = df.drop_duplicates("run").dropna(subset=["seconds"])
     keep["chapter_seconds"] = {nb: {str(int(t)): round(float(g2["seconds"].median()), 1)
                                     for t, g2 in g.groupby(g["threads"].fillna(1))}
