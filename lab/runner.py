@@ -191,6 +191,25 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
 _VOLATILE_CELL_KEYS = ("papermill", "execution")
 
 
+def path_free(outputs: list, root: Path = ROOT) -> list:
+    """Cell outputs with the project's absolute root removed from their text (e.g. the repr of a saved figure's
+    path reads PosixPath('figures/01/x.png')): committed notebooks carry no machine paths."""
+    prefix = str(root).rstrip("/") + "/"
+
+    def clean(text: Any) -> Any:
+        if isinstance(text, list):
+            return [clean(t) for t in text]
+        return text.replace(prefix, "") if isinstance(text, str) else text
+
+    for out in outputs:
+        if "text" in out:
+            out["text"] = clean(out["text"])
+        for mime in ("text/plain", "text/html", "text/markdown"):
+            if mime in out.get("data", {}):
+                out["data"][mime] = clean(out["data"][mime])
+    return outputs
+
+
 def _merge_outputs(original: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The original notebook with outputs and execution counts taken from the executed copy."""
     ran = [c for c in executed.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
@@ -205,7 +224,7 @@ def _merge_outputs(original: nbformat.NotebookNode, executed: nbformat.NotebookN
             done = ran[i] if i < len(ran) else None
         if done is None or done.source != cell.source:
             raise RuntimeError(f"executed notebook does not line up with the source at cell {i}")
-        cell.outputs = done.outputs
+        cell.outputs = path_free(done.outputs)
         cell.execution_count = done.execution_count
     original.metadata.pop("papermill", None)
     return original

@@ -107,6 +107,22 @@ def test_refresh_in_place(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["fixture.ipynb"]
 
 
+def test_merged_outputs_carry_no_machine_paths() -> None:
+    """The repr of a figure path under the project root is written relative to it; other text is kept."""
+    from lab.paths import ROOT
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("save_fig(fig, '01', 'x')")
+    nb.cells.append(cell)
+    done = nbformat.from_dict(nb)
+    shown = {"text/plain": f"PosixPath('{ROOT}/figures/01/x.png')"}
+    done.cells[0].outputs = [nbformat.v4.new_output("execute_result", shown),
+                             nbformat.v4.new_output("stream", text=f"saved {ROOT}/runs/a.csv; kept /elsewhere/b\n")]
+    merged = runner._merge_outputs(nb, done)
+    assert merged.cells[0].outputs[0]["data"]["text/plain"] == "PosixPath('figures/01/x.png')"
+    assert merged.cells[0].outputs[1]["text"] == "saved runs/a.csv; kept /elsewhere/b\n"
+
+
 def test_refresh_failure_leaves_source(tmp_path: Path) -> None:
     """When execution fails the source file is byte-for-byte untouched and the error is raised."""
     nb = nbformat.read(FIXTURE, as_version=4)
