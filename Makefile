@@ -42,8 +42,8 @@ unit: $(STAMP)
 
 # nbval re-executes the committed chapters; their figures and tables go to runs/nbval/, never over figures/.
 # One single-threaded kernel per core, a chapter per kernel (--dist loadfile), the longest chapters first: the
-# claims hold at 1 thread too (the robustness matrix checks it), and on 2 cores this takes ~2/3 of the time of
-# one 2-thread kernel after another.
+# claims hold at 1 thread too (the robustness matrix checks it), and on 2 cores it takes 270 s against ~630 s for
+# one 2-thread kernel after another (the chapters' 2-thread run times in results/robustness).
 NBVAL_FIRST := notebooks/06_lr_schedules.ipynb notebooks/04_hessian_eigen.ipynb notebooks/03_mlp_roughness.ipynb
 NBVAL_ORDER := $(NBVAL_FIRST) $(filter-out $(NBVAL_FIRST),$(sort $(wildcard notebooks/*.ipynb)))
 nbval: $(STAMP)
