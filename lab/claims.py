@@ -34,9 +34,10 @@ def _plain(v: Any) -> Any:
 
 
 def _json_number(v: Any) -> Any:
-    """A claim number as strict JSON allows it: non-finite floats become the strings 'nan', 'inf', '-inf'."""
+    """A claim number as strict JSON allows it: numbers stay JSON numbers and a non-finite float becomes null
+    (JSON has no NaN; the record's 'nonfinite' field says which it was), never the string 'nan'."""
     if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
+        return None
     if isinstance(v, list):
         return [_json_number(x) for x in v]
     return v
@@ -147,11 +148,15 @@ class Claims:
                                       "claims": [vars(s) for s in self.specs.values()]})
         return md
 
-    def check(self, cid: str, passed: bool, allow_nonfinite: tuple[str, ...] = (), **numbers: Any) -> None:
+    def check(self, cid: str, passed: bool, allow_nonfinite: tuple[str, ...] = (),
+              ranges: dict[str, tuple[float | None, float | None]] | None = None, **numbers: Any) -> None:
         """Decide claim `cid`, show its numbers and record them in the notebook as a claim+json output.
 
         Estimate numbers expand to name, name_low, name_high, name_n. A non-finite float among the numbers makes
-        the claim FAIL (NaN never passes) unless its name is in allow_nonfinite.
+        the claim FAIL (NaN never passes) unless its name is in allow_nonfinite. `ranges` gives the possible range
+        (lo, hi; None for unbounded) of named numbers — a share in [0, 1], a std ≥ 0: a value (or an Estimate's
+        value or interval end) outside it makes the claim FAIL, as garbage, whatever `passed` says. Shares made by
+        `lab.stats.proportion` are checked against [0, 1] without being named.
         """
         if cid not in self.specs:
             raise KeyError(f"unknown claim {cid!r}; declared: {sorted(self.specs)}")
@@ -163,13 +168,33 @@ class Claims:
             source.update(dict.fromkeys(items, k))
         bad = [k for k, v in flat.items() if isinstance(v, float) and not math.isfinite(v)
                and source[k] not in allow_nonfinite]
-        ok = bool(passed) and not bad
-        note = f"non-finite: {', '.join(bad)}" if bad else ""
+        limits = dict(ranges or {})
+        unknown = sorted(set(limits) - set(numbers))
+        if unknown:
+            raise KeyError(f"claim {cid!r}: ranges given for {unknown}, which are not among its numbers")
+        for k, v in numbers.items():
+            if isinstance(v, Estimate) and v.method.startswith("share"):
+                limits.setdefault(k, (0.0, 1.0))
+        outside = []
+        for k, (lo, hi) in limits.items():
+            parts = [flat[n] for n, src in source.items() if src == k and not n.endswith("_n")]
+            vals = [float(x) for x in parts if isinstance(x, (int, float)) and not isinstance(x, bool)
+                    and math.isfinite(float(x))]
+            if any((lo is not None and x < lo) or (hi is not None and x > hi) for x in vals):
+                outside.append(f"{k} outside its possible range [{'-inf' if lo is None else lo}, "
+                               f"{'inf' if hi is None else hi}]")
+        ok = bool(passed) and not bad and not outside
+        note = "; ".join(([f"non-finite: {', '.join(bad)}"] if bad else []) + outside)
         c = Claim(cid, self.specs[cid].statement, ok, flat, note)
         self.results[cid] = c
         self._values[cid] = {**flat, **numbers}
         record = {"chapter": self.chapter, "id": c.id, "statement": c.statement, "passed": c.passed,
                   "numbers": {k: _json_number(v) for k, v in c.numbers.items()}}
+        nonfinite = {k: str(v) for k, v in c.numbers.items() if isinstance(v, float) and not math.isfinite(v)}
+        if nonfinite:
+            record["nonfinite"] = nonfinite
+        if note:
+            record["note"] = note
         try:
             from IPython import get_ipython
             from IPython.display import display

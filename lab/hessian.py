@@ -12,6 +12,8 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from threadpoolctl import threadpool_limits
 from torch.func import grad, jvp, linearize
 
+from lab.checks import NonFiniteError, require_finite
+
 
 def hvp(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """H(θ)·v by forward-mode differentiation of the gradient."""
@@ -41,6 +43,7 @@ class _HVP:
     MODES = ("double_backward", "linearize", "jvp")
 
     def __init__(self, loss_fn: LossFn, theta: torch.Tensor):
+        require_finite(theta, "θ", "lab.hessian.hvp_operator")
         self.loss_fn, self.theta = loss_fn, theta.detach()
         self.count = 0
         self.mode = self.MODES[0]
@@ -72,6 +75,12 @@ class _HVP:
             try:
                 out = run[mode](v).detach()
                 self.mode = mode
+                if not bool(torch.isfinite(out).all()):
+                    raise NonFiniteError(
+                        f"lab.hessian: a Hessian-vector product at θ is not finite "
+                        f"({int((~torch.isfinite(out)).sum())} of {out.numel()} entries NaN or inf; "
+                        f"input vector finite: {bool(torch.isfinite(v).all())}): the loss or its derivatives "
+                        f"overflow at this θ (is the loss finite there? a diverged run?)")
                 return out
             except (NotImplementedError, RuntimeError):
                 if mode == self.MODES[-1]:

@@ -6,6 +6,8 @@ from math import factorial
 
 import numpy as np
 
+from lab.checks import require_finite, require_finite_float
+
 
 @dataclass
 class NoiseEstimate:
@@ -36,10 +38,12 @@ def ecnoise(fvals: np.ndarray, max_ratio: float = 4.0) -> NoiseEstimate:
     m = len(f) - 1
     if m < 6:
         raise ValueError(f"ecnoise needs at least 7 points, got {len(f)}")
+    require_finite(f, "the function values", "lab.noise.ecnoise",
+                   "noise is not defined where f is not finite (is θ finite? does f overflow along the line?)")
     levels = np.zeros(m)
     fmin, fmax = float(f.min()), float(f.max())
     scale = max(abs(fmin), abs(fmax))
-    if not np.all(np.isfinite(f)) or (scale > 0 and (fmax - fmin) / scale > 0.1):
+    if scale > 0 and (fmax - fmin) / scale > 0.1:
         return NoiseEstimate(float("nan"), 0, levels, 3)
     if np.sum(np.diff(f) == 0) >= (m + 1) / 2:
         return NoiseEstimate(float("nan"), 0, levels, 2)
@@ -135,20 +139,27 @@ def adaptive_spacing(loss_fn, theta64, direction64, dtype, points: int = 9) -> f
     return _spacing_from(_line_derivatives(loss_fn, theta64, direction64), dtype, points)
 
 
+def _unit_directions(th64, n: int, seed: int) -> list:
+    """n random unit directions (float64, on θ's device) from a CPU generator seeded `seed`."""
+    import torch
+
+    require_finite(th64, "θ", "lab.noise")
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    out = []
+    for _ in range(n):
+        d = torch.randn(th64.shape, generator=g, dtype=torch.float64).to(th64.device)
+        out.append(d / d.norm())
+    return out
+
+
 def noise_by_dtype(loss_fn, theta, dtypes, n_dirs: int = 4, points: int = 9, seed: int = 0,
                    retries: int = 4) -> dict[str, LossNoise]:
     """loss_noise for several dtypes along the same n_dirs random directions, computing each direction's float64
     derivatives (for the adaptive spacing) once. `dtypes` maps names to torch dtypes (or is a list of dtypes)."""
-    import torch
 
     items = dict(dtypes) if isinstance(dtypes, dict) else {str(dt).replace("torch.", ""): dt for dt in dtypes}
     th64 = theta.detach().double()
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    dirs = []
-    for _ in range(n_dirs):
-        d = torch.randn(th64.shape, generator=g, dtype=torch.float64).to(th64.device)
-        d /= d.norm()
-        dirs.append((d, _line_derivatives(loss_fn, th64, d)))
+    dirs = [(d, _line_derivatives(loss_fn, th64, d)) for d in _unit_directions(th64, n_dirs, seed)]
     return {name: _ecnoise_along(loss_fn, th64, dirs, dt, points, None, retries, name) for name, dt in items.items()}
 
 
@@ -189,15 +200,9 @@ def loss_noise(loss_fn, theta, dtype, n_dirs: int = 4, points: int = 9, spacing:
     over the narrow usable window of bfloat16 and float16), at most `retries` times; `informs` keeps each
     direction's final status and `sigma` is the median over the directions that succeeded.
     """
-    import torch
 
     th64 = theta.detach().double()
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    dirs = []
-    for _ in range(n_dirs):
-        d = torch.randn(th64.shape, generator=g, dtype=torch.float64).to(th64.device)
-        d /= d.norm()
-        dirs.append((d, None if spacing else _line_derivatives(loss_fn, th64, d)))
+    dirs = [(d, None if spacing else _line_derivatives(loss_fn, th64, d)) for d in _unit_directions(th64, n_dirs, seed)]
     return _ecnoise_along(loss_fn, th64, dirs, dtype, points, spacing, retries)
 
 
@@ -260,7 +265,19 @@ def scaled_fd_noise(sigma: float, f0: float, f1: np.ndarray, f2: np.ndarray) -> 
 
 
 def crossover_h(sigma: float, curvature: float) -> float:
-    """h* where the second-difference signal |c|·h² equals the FD noise sqrt(6)·sigma."""
+    """h* where the second-difference signal |c|·h² equals the FD noise sqrt(6)·sigma.
+
+    Example:
+        >>> round(crossover_h(1e-8, 2.0), 6)
+        0.000111
+    """
+    sigma = require_finite_float(sigma, "sigma", "lab.noise.crossover_h")
+    curvature = require_finite_float(curvature, "curvature", "lab.noise.crossover_h")
+    if sigma < 0:
+        raise ValueError(f"lab.noise.crossover_h: parameter 'sigma' = {sigma!r} is not allowed: expected sigma >= 0")
+    if curvature == 0:
+        raise ValueError("lab.noise.crossover_h: parameter 'curvature' = 0 is not allowed: with zero curvature the "
+                         "second difference has no signal to cross the noise (h* would be infinite)")
     return float(np.sqrt(fd_noise(sigma) / abs(curvature)))
 
 
@@ -280,8 +297,14 @@ def observed_crossover(h: np.ndarray, fd: np.ndarray, fd_ref: np.ndarray, window
 def fit_exponent(x: np.ndarray, y_by_seed: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """Slope of log y vs log x per seed (rows), mean and a t-interval over seeds: (mean, low, high)."""
     from scipy import stats
-    lx = np.log(np.asarray(x, dtype=float))
-    slopes = np.array([np.polyfit(lx, np.log(row), 1)[0] for row in np.atleast_2d(y_by_seed)])
+    xs, ys = np.asarray(x, dtype=float), np.atleast_2d(np.asarray(y_by_seed, dtype=float))
+    for name, v in (("x", xs), ("y_by_seed", ys)):
+        require_finite(v, f"parameter '{name}'", "lab.noise.fit_exponent")
+        if np.any(v <= 0):
+            raise ValueError(f"lab.noise.fit_exponent: parameter '{name}' has {int(np.sum(v <= 0))} value(s) <= 0: "
+                             "a log-log slope needs positive values (a noise of exactly 0 has no exponent)")
+    lx = np.log(xs)
+    slopes = np.array([np.polyfit(lx, np.log(row), 1)[0] for row in ys])
     m = float(slopes.mean())
     if len(slopes) < 2:
         return m, float("nan"), float("nan")
@@ -292,7 +315,12 @@ def fit_exponent(x: np.ndarray, y_by_seed: np.ndarray, level: float = 0.95) -> t
 def minibatch_loss_std(per_sample: np.ndarray, batch_sizes, n_batches: int = 200, seed: int = 0) -> np.ndarray:
     """Std of the mean loss over random minibatches (without replacement) of each size."""
     rng = np.random.default_rng(seed)
-    per_sample = np.asarray(per_sample, dtype=np.float64)
+    per_sample = require_finite(np.asarray(per_sample, dtype=np.float64), "the per-sample losses",
+                                "lab.noise.minibatch_loss_std")
+    too_big = [b for b in batch_sizes if not 1 <= b <= len(per_sample)]
+    if too_big:
+        raise ValueError(f"lab.noise.minibatch_loss_std: batch sizes {too_big} are not allowed: expected 1 <= b <= "
+                         f"{len(per_sample)} (the number of samples)")
     out = []
     for b in batch_sizes:
         means = [per_sample[rng.choice(len(per_sample), b, replace=False)].mean() for _ in range(n_batches)]

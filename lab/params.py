@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from lab.checks import require_eval_mode, require_finite
+
 
 def mse(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Mean squared error, as torch.nn.functional.mse_loss, written as plain tensor arithmetic: in torch 2.14.1
@@ -83,8 +85,13 @@ def layer_slices(spec: FlatSpec) -> dict[str, slice]:
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def make_forward(model: nn.Module) -> tuple[Forward, torch.Tensor, FlatSpec]:
-    """forward(theta, x): the model as a pure function of its flat parameters (model left untouched)."""
+def make_forward(model: nn.Module, allow_train_mode: bool = False) -> tuple[Forward, torch.Tensor, FlatSpec]:
+    """forward(theta, x): the model as a pure function of its flat parameters (model left untouched).
+
+    A model in train mode with Dropout, BatchNorm or other mode-dependent modules raises TrainModeError (its
+    output would be random or batch-dependent): call model.eval(), or pass allow_train_mode=True deliberately.
+    """
+    require_eval_mode(model, "lab.params.make_forward", allow_train_mode)
     theta0, spec = flatten(model)
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}  # never the caller's
 
@@ -95,14 +102,20 @@ def make_forward(model: nn.Module) -> tuple[Forward, torch.Tensor, FlatSpec]:
     return forward, theta0, spec
 
 
-def make_loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str | Callable = "cross_entropy"
+def make_loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str | Callable = "cross_entropy",
+                 allow_train_mode: bool = False
                  ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, FlatSpec]:
     """loss_fn(theta): mean loss over (x, y) as a pure function of the flat vector, computed in theta's dtype.
 
-    Returns (loss_fn, theta0, spec); theta0 is a detached copy of the model's current parameters.
+    Returns (loss_fn, theta0, spec); theta0 is a detached copy of the model's current parameters. x and y are
+    copied once here, so later in-place changes to the caller's tensors never change the loss (in any dtype).
+    A model in train mode with mode-dependent modules raises TrainModeError (see make_forward).
     """
+    if isinstance(loss, str) and loss not in LOSSES:
+        raise ValueError(f"parameter 'loss' = {loss!r} is not allowed: expected one of {tuple(LOSSES)} or a callable")
     crit = LOSSES[loss] if isinstance(loss, str) else loss
-    forward, theta0, spec = make_forward(model)
+    forward, theta0, spec = make_forward(model, allow_train_mode)
+    x, y = x.detach().clone(), y.detach().clone()  # the loss is a function of θ alone: never of the caller's x
     cache: dict[tuple, torch.Tensor] = {}
 
     def x_as(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -127,6 +140,7 @@ def per_sample_losses(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y:
     if loss not in LOSSES:
         raise ValueError(f"parameter 'loss' = {loss!r} is not allowed: expected one of {tuple(LOSSES)}")
     forward, _, _ = make_forward(model)
+    require_finite(theta, "θ", "lab.params.per_sample_losses")
     with torch.no_grad():
         out = forward(theta, x.to(device=theta.device, dtype=theta.dtype))
         target = y.to(theta.device) if not y.is_floating_point() else y.to(device=theta.device, dtype=theta.dtype)

@@ -14,7 +14,10 @@ def _env_path(name: str, default: Path) -> Path:
 
 ROOT: Path = Path(__file__).resolve().parent.parent
 NOTEBOOKS: Path = ROOT / "notebooks"
-FIGURES: Path = _env_path("LAB_FIGURES", ROOT / "figures")  # sweeps point this elsewhere per run
+COMMITTED_FIGURES: Path = ROOT / "figures"  # written only by `lab refresh` (which sets LAB_FIGURES to it)
+# Every other run — JupyterLab, papermill, `lab run`, nbval, sweeps — writes its figures under runs/: runs of the
+# runner and the sweeps set LAB_FIGURES to their own folder, and an interactive session's go to runs/figures/.
+FIGURES: Path = _env_path("LAB_FIGURES", ROOT / "runs" / "figures")
 RUNS: Path = ROOT / "runs"
 REPORT: Path = ROOT / "report"
 DATA: Path = _env_path("LAB_DATA", ROOT / "data")

@@ -15,7 +15,7 @@ from typing import Any
 import nbformat
 import yaml
 
-from lab.paths import NOTEBOOKS, REPORT, ROOT, RUNS
+from lab.paths import COMMITTED_FIGURES, NOTEBOOKS, REPORT, ROOT, RUNS
 
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
 FLOAT_RE = re.compile(  # a float as text, e.g. 1e-10 (which YAML 1.1 reads as a string)
@@ -147,59 +147,133 @@ def write_atomic(path: str | Path, content: str | bytes | Callable[[Path], None]
 
 
 @contextlib.contextmanager
-def _kernel_env() -> Iterator[None]:
-    """Make the repository importable in the kernel (prepend ROOT to PYTHONPATH) for the duration."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([old] if old else []))
+def _kernel_env(env: dict[str, str] | None = None) -> Iterator[None]:
+    """Make the repository importable in the kernel (prepend ROOT to PYTHONPATH) and set `env` for the duration
+    (the kernel inherits the environment when it starts)."""
+    changes = {"PYTHONPATH": os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]]
+                                                             if os.environ.get("PYTHONPATH") else [])),
+               **(env or {})}
+    saved = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def execute(src: Path, out: Path, params: dict[str, Any] | None, progress: bool,
-            timeout: float | None) -> None:
-    """Run papermill on src into out, with the python3 kernel in the notebook's folder."""
+            timeout: float | None, env: dict[str, str] | None = None) -> None:
+    """Run papermill on src into out, with the python3 kernel in the notebook's folder and `env` set for it."""
     import papermill
 
     kwargs: dict[str, Any] = {}
     if timeout is not None:
         kwargs["execution_timeout"] = timeout
-    with _kernel_env():
+    with _kernel_env(env):
         papermill.execute_notebook(str(src), str(out), parameters=params or None, kernel_name="python3",
                                    cwd=str(src.parent), progress_bar=progress, **kwargs)
 
 
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,119}$")
+RUN_MARK = "lab_run"  # notebook metadata key of a run: parameters, status, where its figures and tables are
+
+
+def check_name(name: str) -> str:
+    """A run's file name (…ipynb added): a plain name inside runs/ — no folders, not hidden, no '..'."""
+    stem = name.removesuffix(".ipynb")
+    if not NAME_RE.match(stem) or ".." in stem or stem.endswith(".part"):
+        raise ValueError(f"parameter 'name' = {name!r} is not allowed: expected a plain file name of letters, "
+                         "digits, '_', '-', '+' and '.' (no folders, not hidden, no '..'), written inside runs/")
+    return f"{stem}.ipynb"
+
+
+def run_files(out: Path) -> Path:
+    """The folder of a run's figures and tables: runs/<name>/ beside runs/<name>.ipynb."""
+    return Path(out).with_suffix("")
+
+
+def _rewrite(nb: nbformat.NotebookNode, old: str, new: str) -> None:
+    """Replace the path prefix old by new in every cell output's text (figure paths printed by the chapter)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            path_free(cell.get("outputs", []), old, new)
+
+
+def _move_tree(src: Path, dest: Path) -> None:
+    """Replace dest by src (a folder), leaving nothing of an earlier dest behind."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dest)
+
+
 def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: Path = RUNS,
                 name: str | None = None, progress: bool = True, timeout: float | None = None) -> Path:
-    """Execute a chapter (optionally parameterized) into out_dir and return the executed notebook's path."""
+    """Execute a chapter (optionally parameterized) into out_dir and return the executed notebook's path.
+
+    The run writes to a hidden temporary folder in out_dir and appears only on success: out_dir/<name>.ipynb and
+    its figures and tables in out_dir/<name>/ (never the committed figures/). A run that fails is kept as
+    out_dir/<name>.failed.ipynb (the error inside) and the exception re-raised; one that is killed leaves only its
+    hidden temporary folder (.<name>.<random>.part), which no report reads.
+    """
     src = resolve_notebook(nb)
     check_params(src, params)
-    fname = output_name(src.stem, params) if name is None else (
-        name if name.endswith(".ipynb") else f"{name}.ipynb")
-    out = Path(out_dir) / fname
+    fname = output_name(src.stem, params) if name is None else check_name(name)
+    if name is not None and params and fname == output_name(src.stem, None):
+        raise ValueError(f"parameter 'name' = {name!r} is not allowed with parameters: it is the name of the "
+                         "chapter's default run, which the report shows as the chapter's result")
+    out_dir = Path(out_dir).resolve()
+    out = out_dir / fname
     if is_inside(out, NOTEBOOKS) or out.resolve() == src:
         raise ValueError(f"refusing to write run output {out} over/among the source notebooks")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    execute(src, out, params, progress, timeout)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=PART, dir=out_dir))
+    files = run_files(out)
+    env = {"LAB_FIGURES": str(tmp / "files" / "figures"), "LAB_RESULTS": str(tmp / "files" / "results")}
+    part = tmp / fname
+    status, error = "complete", None
+    try:
+        execute(src, part, params, progress, timeout, env)
+    except BaseException as exc:
+        status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"), exc
+    try:
+        if part.exists():
+            done = nbformat.read(part, as_version=4)
+            _rewrite(done, str(tmp / "files"), str(files))
+            done.metadata[RUN_MARK] = {"parameters": dict(params or {}), "status": status,
+                                       "files": files.name, "source": src.name}
+            if status == "complete":
+                if (tmp / "files").exists():
+                    _move_tree(tmp / "files", files)
+                write_atomic(out, lambda t: nbformat.write(done, str(t)))
+            else:
+                failed = out.with_name(f"{out.stem}.failed.ipynb")
+                write_atomic(failed, lambda t: nbformat.write(done, str(t)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if error is not None:
+        raise error
     return out
 
 
 _VOLATILE_CELL_KEYS = ("papermill", "execution")
 
 
-def path_free(outputs: list, root: Path = ROOT) -> list:
+def path_free(outputs: list, root: Path | str = ROOT, replacement: str = "") -> list:
     """Cell outputs with the project's absolute root removed from their text (e.g. the repr of a saved figure's
-    path reads PosixPath('figures/01/x.png')): committed notebooks carry no machine paths."""
+    path reads PosixPath('figures/01/x.png')): committed notebooks carry no machine paths. With `replacement`,
+    root is replaced by it instead (a run's temporary folder by its final one)."""
     prefix = str(root).rstrip("/") + "/"
+    target = replacement.rstrip("/") + "/" if replacement else ""
 
     def clean(text: Any) -> Any:
         if isinstance(text, list):
             return [clean(t) for t in text]
-        return text.replace(prefix, "") if isinstance(text, str) else text
+        return text.replace(prefix, target) if isinstance(text, str) else text
 
     for out in outputs:
         if "text" in out:
@@ -231,14 +305,25 @@ def _merge_outputs(original: nbformat.NotebookNode, executed: nbformat.NotebookN
 
 
 def refresh_chapter(nb: str | Path, progress: bool = True, timeout: float | None = None) -> Path:
-    """Re-execute a chapter at defaults and atomically replace the source with outputs (only on success)."""
+    """Re-execute a chapter at defaults and atomically replace the source with outputs (only on success).
+
+    The only writer of the committed notebooks/ and figures/: the chapter's figures are made in a temporary folder
+    and replace figures/<chapter>/ only when the whole chapter ran (a crash half way changes nothing)."""
     src = resolve_notebook(nb)
     with tempfile.TemporaryDirectory(prefix="lab-refresh-") as tmp:
-        out = Path(tmp) / src.name
-        execute(src, out, None, progress, timeout)
+        out, figs = Path(tmp) / src.name, Path(tmp) / "figures"
+        execute(src, out, None, progress, timeout, {"LAB_FIGURES": str(figs)})
         executed = nbformat.read(out, as_version=4)
-    original = nbformat.read(src, as_version=4)
-    merged = _merge_outputs(original, executed)
+        _rewrite(executed, str(figs), str(COMMITTED_FIGURES))
+        original = nbformat.read(src, as_version=4)
+        merged = _merge_outputs(original, executed)
+        if figs.exists():
+            for chapter in sorted(p for p in figs.iterdir() if p.is_dir()):
+                staged = COMMITTED_FIGURES / f".{chapter.name}{PART}"
+                if staged.exists():
+                    shutil.rmtree(staged)
+                shutil.copytree(chapter, staged)
+                _move_tree(staged, COMMITTED_FIGURES / chapter.name)
     return write_atomic(src, lambda tmp: nbformat.write(merged, str(tmp)))
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from lab.checks import require_finite
+
 
 class ConstantVarianceLR(LRScheduler):
     """Multiplicative controller that steers the rolling std of log10(loss) towards `target`.
@@ -228,6 +230,7 @@ def spike_count(log_loss: np.ndarray, rise: float = 0.3) -> int:
     x = np.asarray(log_loss, dtype=np.float64)
     if x.size == 0:
         return 0
+    require_finite(x, "the log losses", "lab.schedules.spike_count", "a run that diverged has no spike count")
     above = x - np.minimum.accumulate(x) > rise
     return int(np.sum(above[1:] & ~above[:-1]) + above[0])
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lab.checks import require_finite
 from lab.params import batched
+
+_HINT = "θ or the directions are non-finite, or the grid reaches where the loss overflows (shrink its range)"
 
 
 @dataclass
@@ -39,9 +42,12 @@ def line(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, d
          chunk_size: int = 64) -> np.ndarray:
     """1D profile L(θ + t_i·d) (Li et al.'s 1D plot), all points evaluated as vmapped batches (float64 result)."""
     tt = torch.as_tensor(np.asarray(t, dtype=float), dtype=torch.float64, device=theta.device)[:, None]
+    require_finite(theta, "θ", "lab.surfaces.line")
+    require_finite(d, "the direction", "lab.surfaces.line")
     pts = (theta.double()[None] + tt * d.double()[None]).to(theta.dtype)
     with torch.no_grad():
-        return batched(loss_fn, pts, chunk_size).double().cpu().numpy()
+        vals = batched(loss_fn, pts, chunk_size).double().cpu().numpy()
+    return require_finite(vals, "the losses along the line", "lab.surfaces.line", _HINT)
 
 
 def plane(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor,
@@ -49,12 +55,15 @@ def plane(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, 
           meta: dict | None = None) -> Surface:
     """Loss on the grid θ + a_i·d1 + b_j·d2, all points evaluated as vmapped batches."""
     dtype = dtype or theta.dtype
+    for name, v in (("θ", theta), ("d1", d1), ("d2", d2)):
+        require_finite(v, name, "lab.surfaces.plane")
     aa, bb = np.meshgrid(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
     ta = torch.as_tensor(aa.reshape(-1), dtype=torch.float64, device=theta.device)[:, None]
     tb = torch.as_tensor(bb.reshape(-1), dtype=torch.float64, device=theta.device)[:, None]
     pts = (theta.double()[None] + ta * d1.double()[None] + tb * d2.double()[None]).to(dtype)
     with torch.no_grad():
         vals = batched(loss_fn, pts, chunk_size).double().cpu().numpy()
+    require_finite(vals, "the losses on the plane", "lab.surfaces.plane", _HINT)
     return Surface(np.asarray(a, float), np.asarray(b, float), vals.reshape(aa.shape), dict(meta or {}))
 
 
@@ -102,6 +111,10 @@ def random_walk_pca(step_lengths: np.ndarray, dim: int, k: int = 2, n_walks: int
 
 def nonconvex_fraction(surf: Surface) -> float:
     """Share of interior grid points where the surface's 2D second-difference Hessian has a negative eigenvalue."""
+    require_finite(surf.loss, "the surface's losses", "lab.surfaces.nonconvex_fraction")
+    if surf.loss.shape[0] < 3 or surf.loss.shape[1] < 3:
+        raise ValueError(f"lab.surfaces.nonconvex_fraction: the surface is {surf.loss.shape}; a second difference "
+                         "needs at least 3 × 3 points")
     loss, da, db = surf.loss, surf.a[1] - surf.a[0], surf.b[1] - surf.b[0]
     h11 = (loss[1:-1, 2:] - 2 * loss[1:-1, 1:-1] + loss[1:-1, :-2]) / da**2
     h22 = (loss[2:, 1:-1] - 2 * loss[1:-1, 1:-1] + loss[:-2, 1:-1]) / db**2

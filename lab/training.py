@@ -9,7 +9,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lab.checks import NonFiniteError, require_finite
+
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
+DIVERGED = 1e6  # a loss this many times its starting value is reported as divergence (a DivergenceWarning)
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Training's loss grew by more than DIVERGED× its starting value: the learning rate is probably too large."""
+
+
+def _diverging(where: str, loss: float, first: float, step: int, lr: float) -> None:
+    """Warn once that a run diverges (loss ≫ its starting value), naming the step and the learning rate."""
+    import warnings
+
+    warnings.warn(f"{where}: the loss grew from {first:.3g} to {loss:.3g} by step {step} (lr={lr:g}): the run "
+                  f"diverges; try a smaller learning rate", DivergenceWarning, stacklevel=3)
 
 
 @dataclass
@@ -32,15 +47,20 @@ def train(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, 
     One optimizer for the whole run (its moments are never restarted). `snapshot_every` keeps θ every that many
     steps (and at the end) in History.snapshots; `callback(step, θ, optimizer, None)` runs before step 0, after
     every `callback_every` steps and at the end (measurements such as lab.training.SharpnessProbe).
+
+    A non-finite θ or loss raises NonFiniteError (naming the step and lr); a loss that grows more than DIVERGED×
+    its starting value gives one DivergenceWarning.
     """
     if opt not in OPTIMIZERS:
         raise ValueError(f"parameter 'opt' = {opt!r} is not allowed: expected one of {tuple(OPTIMIZERS)}")
     for name, v in (("snapshot_every", snapshot_every), ("callback_every", callback_every)):
         if not isinstance(v, int) or v < 0:
             raise ValueError(f"parameter '{name}' = {v!r} is not allowed: expected an integer >= 0")
+    require_finite(theta, "the starting θ", "lab.training.train")
     p = theta.detach().clone().requires_grad_(True)
     o = OPTIMIZERS[opt]([p], lr=lr, **opt_kwargs)
     losses, norms, last, snaps = [], [], None, []
+    warned = False
     for i in tqdm(range(steps), desc=f"train ({opt}, lr={lr:g})", disable=not progress, leave=False):
         if snapshot_every and i % snapshot_every == 0:
             snaps.append((i, p.detach().clone()))
@@ -50,10 +70,21 @@ def train(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, 
         loss = loss_fn(p)
         loss.backward()
         before = p.detach().clone()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteError(f"lab.training.train: the loss is {value} at step {i} ({opt}, lr={lr:g}"
+                                 f"{'' if i == 0 else f', after starting at {losses[0]:.3g}'}): "
+                                 + ("the starting point's loss is not finite" if i == 0 else
+                                    "the run diverged; try a smaller learning rate"))
+        if not warned and losses and abs(value) > DIVERGED * max(abs(losses[0]), 1e-300):
+            warned = True
+            _diverging("lab.training.train", value, losses[0], i, lr)
         o.step()
-        losses.append(float(loss.detach()))
+        losses.append(value)
         last = p.detach() - before
         norms.append(float(last.norm()))
+    require_finite(p.detach(), f"θ after {steps} steps ({opt}, lr={lr:g})", "lab.training.train",
+                   "the last step diverged; try a smaller learning rate")
     if snapshot_every:
         snaps.append((steps, p.detach().clone()))
     if callback is not None and callback_every:
@@ -77,15 +108,20 @@ def train_stream(forward, theta: torch.Tensor, target_fn, steps: int, batch: int
                  x_held: torch.Tensor | None = None, eval_every: int = 100, seed: int = 0, progress: bool = False,
                  opt_kwargs: dict | None = None, observe: bool = False, plateau_every: int = 0,
                  callback: Callable[[int, torch.Tensor, torch.optim.Optimizer, object], None] | None = None,
-                 callback_every: int = 0) -> StreamRun:
+                 callback_every: int = 0, allow_nonfinite: bool = False) -> StreamRun:
     """MSE training of forward(θ, x) against target_fn(x) on fresh N(0, I) batches (or the fixed set `fixed_x`, used
     whole every step). `schedule(optimizer)` builds an LR scheduler; losses stay on the device (no per-step sync)
     unless the scheduler must see them (`observe` for ConstantVarianceLR, `plateau_every` for ReduceLROnPlateau).
     `callback(step, θ, optimizer, scheduler)` runs before step 0 and after every `callback_every` steps (measurements
     such as sharpness, or a scheduler's intrinsic-variance floor); θ is a detached view, not to be modified.
+
+    A run that ends with a non-finite θ or loss raises NonFiniteError (naming the first bad step) unless
+    `allow_nonfinite` (an LR range test runs into divergence on purpose); a loss that grows more than DIVERGED× its
+    starting value gives one DivergenceWarning.
     """
     if opt not in OPTIMIZERS:
         raise ValueError(f"parameter 'opt' = {opt!r} is not allowed: expected one of {tuple(OPTIMIZERS)}")
+    require_finite(theta, "the starting θ", "lab.training.train_stream")
     dev = theta.device
     p = theta.detach().clone().requires_grad_(True)
     o = OPTIMIZERS[opt]([p], lr=lr, **(opt_kwargs or {}))
@@ -126,7 +162,26 @@ def train_stream(forward, theta: torch.Tensor, target_fn, steps: int, batch: int
     if callback is not None and callback_every:
         callback(steps, p.detach(), o, sched)
     held_arr = torch.stack(held).double().cpu().numpy() if held else np.array([])
-    return StreamRun(losses.double().cpu().numpy(), lrs.numpy(), np.array(held_steps), held_arr, p.detach())
+    loss_np = losses.double().cpu().numpy()
+    if not allow_nonfinite:
+        _check_run("lab.training.train_stream", loss_np[:, None], lrs.numpy()[:, None], p.detach()[None], opt)
+    return StreamRun(loss_np, lrs.numpy(), np.array(held_steps), held_arr, p.detach())
+
+
+def _check_run(where: str, losses: np.ndarray, lrs: np.ndarray, thetas: torch.Tensor, opt: str) -> None:
+    """Raise NonFiniteError when any replicate (column) ended with a non-finite θ or has a non-finite loss; warn
+    once when one diverged by more than DIVERGED× its starting loss."""
+    for r in range(losses.shape[1]):
+        bad = np.flatnonzero(~np.isfinite(losses[:, r]))
+        rep = f" (replicate {r})" if losses.shape[1] > 1 else ""
+        if len(bad) or not bool(torch.isfinite(thetas[r]).all()):
+            i = int(bad[0]) if len(bad) else len(losses) - 1
+            raise NonFiniteError(f"{where}: the run{rep} went non-finite at step {i} ({opt}, lr={lrs[i, r]:g}, "
+                                 f"loss {losses[i, r]}): it diverged; try a smaller learning rate")
+        if len(losses) and abs(losses[:, r]).max() > DIVERGED * max(abs(losses[0, r]), 1e-300):
+            i = int(np.argmax(abs(losses[:, r]) > DIVERGED * max(abs(losses[0, r]), 1e-300)))
+            _diverging(where + rep, float(losses[i, r]), float(losses[0, r]), i, float(lrs[i, r]))
+            return
 
 
 def train_replicates(forward, thetas: torch.Tensor, target_fn, steps: int, seeds: list[int], batch: int = 1000,
@@ -150,6 +205,7 @@ def train_replicates(forward, thetas: torch.Tensor, target_fn, steps: int, seeds
     if thetas.ndim != 2 or len(seeds) != len(thetas):
         raise ValueError(f"parameters 'thetas' {tuple(thetas.shape)} and 'seeds' ({len(seeds)}): expected thetas of "
                          "shape (replicates, parameters) and one seed per replicate")
+    require_finite(thetas, "the starting θs", "lab.training.train_replicates")
     n_rep, dev = len(thetas), thetas.device
     leaves = [t.detach().clone().requires_grad_(True) for t in thetas]
     o = OPTIMIZERS[opt]([{"params": [leaf]} for leaf in leaves], lr=lr, **(opt_kwargs or {}))
@@ -198,6 +254,8 @@ def train_replicates(forward, thetas: torch.Tensor, target_fn, steps: int, seeds
         callback(steps, torch.stack([leaf.detach() for leaf in leaves]), o, sched)
     loss_np = losses.double().cpu().numpy()
     held_np = torch.stack(held).double().cpu().numpy() if held else np.zeros((0, n_rep))
+    _check_run("lab.training.train_replicates", loss_np, lrs.numpy(), torch.stack([leaf.detach() for leaf in leaves]),
+               opt)
     return [StreamRun(loss_np[:, r], lrs[:, r].numpy(), np.array(held_steps), held_np[:, r], leaves[r].detach())
             for r in range(n_rep)]
 
@@ -222,7 +280,7 @@ def lr_range_test(forward, theta: torch.Tensor, target_fn, lr_min: float = 1e-5,
         raise ValueError(f"lr_range_test: need 0 < lr_min < lr_max, got lr_min={lr_min}, lr_max={lr_max}")
     gamma = (lr_max / lr_min) ** (1 / max(steps - 1, 1))
     run = train_stream(forward, theta, target_fn, steps, batch=batch, opt=opt, lr=lr_min, seed=seed,
-                       opt_kwargs=opt_kwargs,
+                       opt_kwargs=opt_kwargs, allow_nonfinite=True,
                        schedule=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma))
     return RangeTest(run.lr, run.loss, lr_range_suggestion(run.lr, run.loss, smooth=smooth))
 
@@ -304,6 +362,8 @@ class SharpnessProbe:
     def __call__(self, step: int, theta: torch.Tensor, optimizer, scheduler) -> None:
         from lab.hessian import top_eigs
 
+        require_finite(theta, f"θ at step {step}", "lab.training.SharpnessProbe",
+                       "the training run diverged before this measurement; try a smaller learning rate")
         e = top_eigs(self.loss_fn, theta, k=1, tol=self.tol, v0=self._v)
         self._v = e.vectors[:, 0]
         with torch.no_grad():

@@ -125,10 +125,26 @@ def test_declared_once_introduced_checked_and_concluded(capsys: pytest.CaptureFi
 
 
 def test_claim_records_are_strict_json() -> None:
-    """Jupyter refuses NaN in JSON: the record's non-finite numbers are strings."""
+    """Jupyter refuses NaN in JSON: a record's numbers stay JSON numbers and a non-finite one is null, never the
+    string 'nan'."""
     import json
 
     from lab.claims import _json_number
 
     rec = {k: _json_number(v) for k, v in {"a": float("nan"), "b": [1.0, float("inf")], "c": 2}.items()}
-    assert json.loads(json.dumps(rec, allow_nan=False)) == {"a": "nan", "b": [1.0, "inf"], "c": 2}
+    assert json.loads(json.dumps(rec, allow_nan=False)) == {"a": None, "b": [1.0, None], "c": 2}
+
+
+def test_numbers_outside_their_possible_range_fail() -> None:
+    """A share of 1.36 or a negative std is garbage: the claim FAILs whatever the test said, and says why."""
+    from lab.stats import Estimate, proportion
+
+    c = Claims("99", {"C1": "a share", "C2": "a share", "C3": "a proportion", "C4": "in range"})
+    c.check("C1", True, ranges={"share": (0, 1)}, share=1.36)
+    c.check("C2", True, ranges={"share": (0, 1)}, share=Estimate(0.9, 0.6, 1.4, 5, "t"))
+    c.check("C3", True, p=Estimate(1.2, 0.9, 1.0, 5, "share, Clopper-Pearson interval"))
+    c.check("C4", True, ranges={"share": (0, 1)}, share=0.5, p=proportion([True] * 5))
+    assert [c.results[k].passed for k in ("C1", "C2", "C3", "C4")] == [False, False, False, True]
+    assert "outside its possible range" in c.results["C1"].note
+    with pytest.raises(KeyError, match="ranges given"):
+        c.check("C4", True, ranges={"nope": (0, 1)}, share=0.5)

@@ -87,7 +87,8 @@ def test_ecnoise_refuses_values_that_vary_by_more_than_ten_percent() -> None:
     f = 1.0 + np.linspace(0, 0.2, 9) + 1e-6 * rng.standard_normal(9)
     r = ecnoise(f)
     assert r.inform == 3 and np.isnan(r.sigma)
-    assert ecnoise(np.array([1.0, np.nan, 1, 1, 1, 1, 1, 1, 1])).inform == 3
+    with pytest.raises(ValueError, match="not finite"):  # a NaN is not "h too large" (nor "too small"): refused
+        ecnoise(np.array([1.0, np.nan, 1, 1, 1, 1, 1, 1, 1]))
 
 
 def test_loss_noise_retries_a_too_small_spacing() -> None:

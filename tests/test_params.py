@@ -136,7 +136,7 @@ def test_loss_fn_pure_for_train_mode_batchnorm() -> None:
     m = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)).double().train()
     x, y = torch.randn(16, 4, dtype=torch.float64), torch.randint(0, 3, (16,))
     bufs = {n: b.clone() for n, b in m.named_buffers()}
-    loss_fn, theta0, _ = make_loss_fn(m, x, y)
+    loss_fn, theta0, _ = make_loss_fn(m, x, y, allow_train_mode=True)  # batch statistics, opted into
     a, b = loss_fn(theta0), loss_fn(theta0)
     assert torch.equal(a, b)
     assert all(torch.equal(bufs[n], buf) for n, buf in m.named_buffers())

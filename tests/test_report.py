@@ -51,5 +51,6 @@ def test_report_marks_failed_chapter(tmp_path: Path) -> None:
     nbformat.write(nb, src)
     with pytest.raises(Exception, match="positive int"):
         runner.run_chapter(src, out_dir=tmp_path / "runs", progress=False)
-    page = build_report([tmp_path / "runs" / "bad.ipynb"], out_dir=tmp_path / "report").read_text("utf-8")
+    assert not (tmp_path / "runs" / "bad.ipynb").exists()  # a failed run never takes the run's name
+    page = build_report([tmp_path / "runs" / "bad.failed.ipynb"], out_dir=tmp_path / "report").read_text("utf-8")
     assert "99 · Fixture" in page and "execution failed" in page and "Does squaring" in page

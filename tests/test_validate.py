@@ -97,3 +97,26 @@ def test_int_csv_rule() -> None:
     for bad in ["2", "2,x", "0,3", "2,30", 5, ""]:
         with pytest.raises(ParameterError, match="'w'"):
             validate({"w": bad}, {"w": int_csv(1, 10, min_len=2)})
+    for dup in ["2,2", "3, 3, 5"]:  # duplicates where distinct values are needed
+        with pytest.raises(ParameterError, match="distinct"):
+            validate({"w": dup}, {"w": int_csv(1, 10, min_len=2)})
+    assert validate({"w": "2,2"}, {"w": int_csv(1, 10, min_len=2, distinct=False)}) == {"w": "2,2"}
+
+
+@pytest.mark.parametrize("values, named", [
+    ({"h_min": "abc", "decades": 13.0}, "'h_min' = 'abc' (str)"),   # was "can't multiply sequence by non-int"
+    ({"h_min": 1e-12, "decades": 1e12}, "'decades' = 1000000000000.0"),  # was OverflowError
+    ({"h_min": 1e-3, "decades": 19.0}, "'decades' = 19.0 is not allowed: h_min·10^decades must stay ≤ 1e6"),
+])
+def test_types_are_checked_before_relations(values: dict, named: str) -> None:
+    """A relation is a function, called only after every parameter passed its own rule."""
+    rules = {"h_min": real(1e-300, 1e-3), "decades": real(4.0, 20.0)}
+    with pytest.raises(ParameterError) as e:
+        validate(values, rules, [("decades", lambda: values["h_min"] * 10 ** values["decades"] <= 1e6,
+                                  "h_min·10^decades must stay ≤ 1e6")])
+    assert named in str(e.value)
+
+
+def test_a_relation_that_raises_is_named() -> None:
+    with pytest.raises(ParameterError, match=r"'d' = 0: d must divide n \(could not be checked: ZeroDivisionError"):
+        validate({"n": 4, "d": 0}, {"n": integer(0), "d": integer(0)}, [("d", lambda: 4 % 0 == 0, "d must divide n")])
