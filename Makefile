@@ -32,7 +32,19 @@ install: $(STAMP)
 workbook: $(STAMP)
 	$(PY) -m lab workbook
 
-test: lint unit nbval robustness-ci
+# The whole suite, and a guard around it: nothing in it may change the working tree (only `make refresh` writes
+# the committed notebooks/ and figures/; every run writes under runs/). The tree's state — git status and the
+# content of every tracked change — is compared before and after; any difference fails the suite.
+TREE_STATE = { git status --porcelain=v1 --untracked-files=all; git diff HEAD --binary | sha1sum; } 2>/dev/null
+test: $(STAMP)
+	@$(TREE_STATE) > .tree-before.tmp
+	$(MAKE) --no-print-directory lint unit nbval robustness-ci
+	@$(TREE_STATE) | grep -v '^?? .tree-before.tmp$$' > .tree-after.tmp; \
+	  grep -v '^?? .tree-before.tmp$$' .tree-before.tmp > .tree-before2.tmp; \
+	  if ! cmp -s .tree-before2.tmp .tree-after.tmp; then \
+	    echo "make test changed the working tree (only make refresh may write committed files):"; \
+	    diff .tree-before2.tmp .tree-after.tmp; rm -f .tree-*.tmp; exit 1; fi; \
+	  rm -f .tree-*.tmp; echo "make test: the working tree is as it was"
 
 lint: $(STAMP)
 	$(PY) -m ruff check lab tests benchmarks
@@ -59,11 +71,11 @@ robustness: $(STAMP)
 	$(PY) -m lab robustness $(NB_LIST)
 
 run: $(STAMP)
-	$(PY) -m lab run $(NB) $(PARAMS)
+	$(PY) -m lab run "$(NB)" $(PARAMS)
 
 sweep: $(STAMP)
 	@test -n "$(GRID)" || { echo "usage: make sweep NB=01 GRID=sweeps/01_width_depth.yaml [SWEEP_ARGS=...]"; exit 2; }
-	$(PY) -m lab sweep $(NB) --grid $(GRID) $(SWEEP_ARGS)
+	$(PY) -m lab sweep "$(NB)" --grid "$(GRID)" $(SWEEP_ARGS)
 
 report: $(STAMP)
 	$(PY) -m lab report

@@ -9,6 +9,28 @@ from collections.abc import Sequence
 import yaml
 
 
+def _seconds(text: str) -> float:
+    """--timeout: a positive number of seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return v
+
+
+def _count(text: str) -> int:
+    """--workers, --max-points: a positive integer."""
+    try:
+        v = int(text, 10)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     """The argparse parser for all subcommands."""
     p = argparse.ArgumentParser(prog="python -m lab", description="Run and report the Loss-Landscape Lab.")
@@ -19,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a parameter (value parsed like YAML: 3, 1e-3, true, [1,2], float64)")
     run.add_argument("-y", "--yaml", default=None, help="parameters as a YAML mapping string")
     run.add_argument("--name", default=None, help="output notebook name (default derived from parameters)")
-    run.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    run.add_argument("--timeout", type=_seconds, default=None, help="per-cell timeout in seconds")
     run.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
     wb = sub.add_parser("workbook", help="run all (or the given) chapters at defaults and build the report")
     wb.add_argument("nb", nargs="*", help="chapters to run (default: all)")
@@ -32,15 +54,17 @@ def _parser() -> argparse.ArgumentParser:
                     "{grid: {...}, rows: [{...}], fixed: {...}, plot: {x: PARAM, y: COLUMN}, name: SWEEP}")
     sw.add_argument("--scheduler", default=None, metavar="ADDRESS",
                     help="an existing Dask scheduler (tcp://host:8786); default: a LocalCluster on this machine")
-    sw.add_argument("--workers", type=int, default=None, metavar="N",
+    sw.add_argument("--workers", type=_count, default=None, metavar="N",
                     help="local workers (default: one per core, at most one per point); with --scheduler: wait "
                          "until N workers have joined")
     sw.add_argument("--name", default=None, help="sweep name (default <notebook stem>__<grid file stem>)")
     sw.add_argument("--out-dir", default=None, help="parent folder of the sweep folder (default runs/)")
-    sw.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    sw.add_argument("--timeout", type=_seconds, default=None, help="per-cell timeout in seconds")
     sw.add_argument("--plot", nargs="+", default=[], metavar="AXIS=COLUMN",
                     help="summary plot axes, e.g. x=max_width y=C6.alpha: a parameter, a claim column C<n>.<number>, "
                          "seconds or claims_passed (default: from the grid file or guessed)")
+    sw.add_argument("--max-points", type=_count, default=None, metavar="N",
+                    help="refuse grids of more than N points (default 10,000): counted before anything is expanded")
     sw.add_argument("--dry-run", action="store_true", help="validate the grid and list the points; run nothing")
     sw.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     rb = sub.add_parser("robustness", help="run chapters over seeds and numeric conditions (CPU kernels, threads, "
@@ -50,11 +74,11 @@ def _parser() -> argparse.ArgumentParser:
                     "seeds 0-1 ATEN_CPU_CAPABILITY=default and avx2; seed 0 one thread; CUDA when present) or ci "
                     "(seed 1, default kernels, one thread)")
     rb.add_argument("--seeds", default=None, help="comma-separated seeds replacing every condition's seeds")
-    rb.add_argument("--workers", type=int, default=None, metavar="N", help="workers per thread count "
+    rb.add_argument("--workers", type=_count, default=None, metavar="N", help="workers per thread count "
                     "(default: cores // threads)")
     rb.add_argument("--name", default=None, help="output folder name under runs/ (default robustness[-MATRIX])")
     rb.add_argument("--out-dir", default=None, help="parent folder (default runs/)")
-    rb.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    rb.add_argument("--timeout", type=_seconds, default=None, help="per-cell timeout in seconds")
     rb.add_argument("--dry-run", action="store_true", help="list the runs; run nothing")
     rb.add_argument("--fresh", action="store_true", help="discard the chosen chapters' earlier results in this "
                     "matrix first instead of resuming")
@@ -71,7 +95,6 @@ def _robustness(args: argparse.Namespace) -> int:
     failed."""
     from lab import robustness
     from lab.paths import RUNS
-    from lab.sweep import point_state
 
     seeds = None
     if args.seeds is not None:
@@ -87,6 +110,23 @@ def _robustness(args: argparse.Namespace) -> int:
                              name=args.name)
     for c, why in p.skipped:
         print(f"skipping condition {c.name}: {why}")
+    if args.collect and args.fresh:
+        raise ValueError("--collect rebuilds the matrix from its records and --fresh deletes them: give one")
+    if args.dry_run or args.collect:
+        return _robustness_locked(args, p)
+    from lab.sweep import folder_lock
+
+    p.out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(p.out_dir):  # --fresh must not delete the records of a run in progress
+        return _robustness_locked(args, p)
+
+
+def _robustness_locked(args: argparse.Namespace, p: object) -> int:
+    """The robustness subcommand once planned (and, unless it only reads, with the matrix folder locked)."""
+
+    from lab import robustness
+    from lab.sweep import point_state
+
     if args.fresh and not args.dry_run:
         import shutil
 
@@ -140,8 +180,9 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be a positive integer, got {args.workers}")
     out_root = args.out_dir or RUNS
+    limit = {"max_points": args.max_points} if args.max_points else {}
     if args.dry_run:
-        plan = sweep.plan(args.nb, args.grid, name=args.name, out_root=out_root, plot=plot or None)
+        plan = sweep.plan(args.nb, args.grid, name=args.name, out_root=out_root, plot=plot or None, **limit)
         print(f"sweep {plan.name}: {len(plan.points)} point(s) of {plan.notebook.name} into {plan.out_dir}")
         states = {"done": "done", "pending": "to run", "stale": "to run (the chapter's code changed)"}
         for pid, params in plan.points.items():
@@ -150,7 +191,7 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         res = sweep.run_sweep(args.nb, args.grid, name=args.name, scheduler=args.scheduler, workers=args.workers,
                               out_root=out_root, timeout=args.timeout, plot=plot or None,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, **limit)
     except KeyboardInterrupt:
         print("interrupted: finished points are kept; rerun the same command to resume", file=sys.stderr)
         return 130
@@ -175,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             params: dict = {}
             if args.yaml:
-                loaded = yaml.safe_load(args.yaml)
+                loaded = yaml.load(args.yaml, Loader=runner._Yaml12Loader)  # noqa: S506 - safe, YAML 1.2 scalars
                 if not isinstance(loaded, dict):
                     raise ValueError(f"-y expects a YAML mapping, got {args.yaml!r}")
                 params.update(loaded)
@@ -206,6 +247,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC):
+            raise
+        why = {errno.ENOSPC: "no space left on the device"}.get(exc.errno, "permission denied")
+        print(f"error: cannot write {exc.filename or ''}: {why} (is runs/ read-only? point --out-dir or "
+              "LAB_FIGURES/LAB_RESULTS elsewhere)", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was kept (finished sweep points are; rerun to resume)",
+              file=sys.stderr)
+        return 130
     except runner.WorkbookError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -94,14 +94,53 @@ def _fmt_number(v: Any) -> str:
     return str(v)
 
 
-def _key_figure(nb: nbformat.NotebookNode, chapter: str, fig_dir: Path) -> Path | None:
-    """Copy the chapter's key figure (metadata or first PNG output) into fig_dir; return the file."""
+RUN_MARK = "lab_run"
+
+
+def run_parameters(nb: nbformat.NotebookNode) -> dict[str, Any]:
+    """The parameters a run was executed with ({} for a default run), from the runner's or papermill's record."""
+    mark = nb.metadata.get(RUN_MARK) or {}
+    if "parameters" in mark:
+        return dict(mark["parameters"] or {})
+    return dict((nb.metadata.get("papermill") or {}).get("parameters") or {})
+
+
+def run_status(nb: nbformat.NotebookNode) -> str:
+    """'complete', 'failed' (a cell raised) or 'incomplete' (killed, interrupted or still running: some cells
+    never finished), from the notebook's error outputs and papermill's per-cell status."""
+    mark = nb.metadata.get(RUN_MARK) or {}
+    if mark.get("status") == "failed" or any(ERROR_TAG in c.metadata.get("tags", []) for c in nb.cells) or any(
+            o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", [])):
+        return "failed"
+    if mark.get("status") == "interrupted":
+        return "incomplete"
+    states = [(c.metadata.get("papermill") or {}).get("status") for c in nb.cells if c.cell_type == "code"]
+    if any(st is not None and st != "completed" for st in states):
+        return "incomplete"
+    pm = nb.metadata.get("papermill") or {}
+    if pm and pm.get("end_time") is None and "start_time" in pm:
+        return "incomplete"
+    return "complete"
+
+
+def _run_figure(nb: nbformat.NotebookNode, path: Path, rel: str) -> Path | None:
+    """The file of figure `rel` (e.g. figures/03/x.png) as this run made it: the committed figures/ for a committed
+    notebook, the run's own folder (runs/<name>/figures/...) for a run; None when that run did not make it."""
+    path = Path(path).resolve()
+    if path.is_relative_to(NOTEBOOKS.resolve()):
+        return ROOT / rel
+    files = (nb.metadata.get(RUN_MARK) or {}).get("files")
+    return path.parent / files / rel if files else None
+
+
+def _key_figure(nb: nbformat.NotebookNode, chapter: str, fig_dir: Path, path: Path | None = None) -> Path | None:
+    """Copy the chapter's key figure (metadata, as the run itself saved it; else its first PNG output) into fig_dir;
+    return the file. Never a figure of another run: a run without its own copy falls back to its own outputs."""
     rel = nb.metadata.get("lab", {}).get("key_figure")
-    if rel:
-        src = ROOT / rel
-        if src.is_file():
-            fig_dir.mkdir(parents=True, exist_ok=True)
-            return Path(shutil.copy2(src, fig_dir / src.name))
+    src = _run_figure(nb, path, rel) if rel and path is not None else None
+    if src is not None and src.is_file():
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy2(src, fig_dir / src.name))
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             png = out.get("data", {}).get("image/png")
@@ -160,18 +199,24 @@ def build_report(executed: list[Path], out_dir: Path = REPORT) -> Path:
         title = title or chapter
         claims = parse_claims(nb)
         _chapter_html(nb, out_dir / f"{chapter}.html")
-        fig = _key_figure(nb, chapter, out_dir / "figures" / chapter)
+        fig = _key_figure(nb, chapter, out_dir / "figures" / chapter, path)
         npass = sum(c["passed"] for c in claims)
-        failed = any(ERROR_TAG in c.metadata.get("tags", []) for c in nb.cells) or any(
-            o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
-        status = " <strong class='FAIL'>execution failed</strong>" if failed else ""
+        state = run_status(nb)
+        status = {"complete": "", "failed": " <strong class='FAIL'>execution failed</strong>",
+                  "incomplete": " <strong class='FAIL'>incomplete run (killed or interrupted): its claims are not "
+                                "a result</strong>"}[state]
+        params = run_parameters(nb)
+        shown = ", ".join(f"{k} = {v!r}" for k, v in sorted(params.items()))
+        params_html = (f"<p class='meta'>Parameters: {html.escape(shown)}</p>" if params
+                       else "<p class='meta'>Default parameters.</p>")
         anchor = html.escape(chapter, quote=True)
-        toc.append(f"<li><a href='#{anchor}'>{html.escape(title)}</a> — "
-                   f"{npass}/{len(claims)} claims pass{status}</li>")
+        tally = f"{npass}/{len(claims)} claims pass" if state == "complete" else f"{len(claims)} claims, not counted"
+        toc.append(f"<li><a href='#{anchor}'>{html.escape(title)}</a> — {tally}"
+                   f"{' (parameters: ' + html.escape(shown) + ')' if params else ''}{status}</li>")
         fig_html = (f"<figure><img src='{html.escape(fig.relative_to(out_dir).as_posix(), quote=True)}' "
                     f"alt='key figure of {anchor}'></figure>") if fig else ""
         sections.append(
-            f"<section id='{anchor}'><h2>{html.escape(title)}</h2>{status}"
+            f"<section id='{anchor}'><h2>{html.escape(title)}</h2>{status}{params_html}"
             f"<p>{html.escape(question)}</p>{_claims_table(claims)}{fig_html}"
             f"<p><a href='{html.escape(chapter, quote=True)}.html'>Full chapter: {html.escape(chapter)}</a>"
             f" <span class='meta'>(from {html.escape(path.name)})</span></p></section>")
@@ -187,5 +232,16 @@ def build_report(executed: list[Path], out_dir: Path = REPORT) -> Path:
 
 
 def default_runs(runs_dir: Path) -> list[Path]:
-    """The executed default-parameter chapter runs in runs_dir (parameterized runs are skipped)."""
-    return sorted(p for p in Path(runs_dir).glob("[0-9][0-9]_*.ipynb") if "__" not in p.stem)
+    """The executed default-parameter chapter runs in runs_dir: parameterized runs (named <stem>__..., or recorded
+    with parameters whatever their name) and failed runs (<name>.failed.ipynb) are skipped."""
+    out = []
+    for p in sorted(Path(runs_dir).glob("[0-9][0-9]_*.ipynb")):
+        if "__" in p.stem or p.stem.endswith(".failed"):
+            continue
+        try:
+            if run_parameters(nbformat.read(p, as_version=4)):
+                continue
+        except (OSError, ValueError):
+            pass
+        out.append(p)
+    return out

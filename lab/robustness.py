@@ -133,7 +133,17 @@ def make_plan(chapters: Sequence[str] | None = None, matrix: str = "default", se
 
 def run(p: Plan, workers: int | None = None, timeout: float | None = None, progress: bool = True) -> dict[str, Any]:
     """Run every pending point of the plan, one Dask cluster per thread count (cores // threads single-threaded
-    workers, so that conditions never oversubscribe the cores), then write the matrix; return its summary."""
+    workers, so that conditions never oversubscribe the cores), then write the matrix; return its summary. The
+    matrix folder is locked for the duration (a second run on it is refused, naming the holder)."""
+    from lab.sweep import folder_lock
+
+    p.out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(p.out_dir):
+        return _run(p, workers, timeout, progress)
+
+
+def _run(p: Plan, workers: int | None, timeout: float | None, progress: bool) -> dict[str, Any]:
+    """run's body, with the matrix folder locked."""
     from tqdm.auto import tqdm
 
     from lab.sweep import _clean_partials, _write_json, connect, point_state, submit_points

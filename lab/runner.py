@@ -50,21 +50,49 @@ def resolve_notebook(nb: str | Path) -> Path:
     raise ValueError(f"notebook {str(nb)!r} {what}; available chapters: {available}")
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core scalars: decimal ints (010 is 10, not 8), floats with or without a
+    dot (1e-3), true/false, null — and nothing else implicit (no sexagesimal 1:40 = 100, no yes/no booleans, no
+    dates)."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "null", "timestamp")]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|None)$"),
+                                    list("~nNN"))
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: int(loader.construct_scalar(node), 10))
+
+AMBIGUOUS_RE = re.compile(r"^[-+]?0[xXoObB][0-9a-fA-F_]+$|^[-+]?[0-9]+(?::[0-5]?[0-9])+(?:\.[0-9]*)?$")
+
+
 def _parse_value(text: str) -> Any:
-    """One CLI value to a python value, as papermill's -p would (plus YAML lists and dicts)."""
+    """One CLI value to a python value, as papermill's -p would (plus YAML 1.2 lists and dicts).
+
+    A value that YAML 1.1 and papermill read differently and that no chapter could mean as text — hexadecimal,
+    octal or binary literals (0x10), sexagesimal numbers (1:40) — is refused with a ValueError naming it.
+    """
     s = text.strip()
+    if AMBIGUOUS_RE.match(s):
+        raise ValueError(f"value {text!r} is ambiguous (YAML 1.1 reads it as a number in another base, papermill "
+                         "as text): write the number in decimal, or quote it to mean text")
     if s in ("None", "null", "~"):
         return None
     if FLOAT_RE.match(s) and not re.fullmatch(r"[+-]?\d+", s):
         return float(s)
     try:
-        value = yaml.safe_load(s)
+        value = yaml.load(s, Loader=_Yaml12Loader)  # noqa: S506 - a safe loader with YAML 1.2 scalars
     except yaml.YAMLError:
         return text
-    if isinstance(value, bool) and s.lower() not in ("true", "false"):
-        return text  # YAML 1.1 yes/no/on/off stay strings
     if value is None or not isinstance(value, (bool, int, float, str, list, dict)):
-        return text  # e.g. dates and empty strings stay as typed
+        return text  # e.g. empty strings stay as typed
     return value
 
 
@@ -74,7 +102,10 @@ def parse_cli_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     for name, text in pairs:
         if not name.isidentifier():
             raise ValueError(f"parameter name {name!r} is not a valid python identifier")
-        out[name] = _parse_value(text)
+        try:
+            out[name] = _parse_value(text)
+        except ValueError as exc:
+            raise ValueError(f"parameter '{name}': {exc}") from None
     return out
 
 
@@ -284,6 +315,30 @@ def path_free(outputs: list, root: Path | str = ROOT, replacement: str = "") -> 
     return outputs
 
 
+_STYLER_ID = re.compile(r"T_[0-9a-f]{5}(?=[_\"' ])")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def stable_ids(outputs: list, cell_index: int) -> list:
+    """Cell outputs with the ids a run draws at random replaced by ids derived from the cell's position: pandas
+    Styler tables (T_1a2b3) and widget model ids (tqdm bars). A refresh of an unchanged chapter then rewrites
+    nothing; a different table still differs."""
+    def fix(text: Any, k: int) -> Any:
+        if isinstance(text, list):
+            return [fix(t, k) for t in text]
+        return _STYLER_ID.sub(f"T_c{cell_index}o{k}", text) if isinstance(text, str) else text
+
+    for k, out in enumerate(outputs):
+        data = out.get("data", {})
+        for mime in ("text/html", "text/plain"):
+            if mime in data:
+                data[mime] = fix(data[mime], k)
+        widget = data.get(WIDGET_MIME)
+        if isinstance(widget, dict) and "model_id" in widget:
+            widget["model_id"] = hashlib.sha1(f"cell {cell_index} output {k}".encode()).hexdigest()
+    return outputs
+
+
 def _merge_outputs(original: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The original notebook with outputs and execution counts taken from the executed copy."""
     ran = [c for c in executed.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
@@ -298,7 +353,7 @@ def _merge_outputs(original: nbformat.NotebookNode, executed: nbformat.NotebookN
             done = ran[i] if i < len(ran) else None
         if done is None or done.source != cell.source:
             raise RuntimeError(f"executed notebook does not line up with the source at cell {i}")
-        cell.outputs = path_free(done.outputs)
+        cell.outputs = stable_ids(path_free(done.outputs), i)
         cell.execution_count = done.execution_count
     original.metadata.pop("papermill", None)
     return original
@@ -362,6 +417,8 @@ def run_workbook(chapters: Iterable[str | Path] | None = None, out_dir: Path = R
         except Exception as exc:  # noqa: BLE001 - report and keep going
             failed.append(src.stem)
             status = f"ERROR {type(exc).__name__}: {getattr(exc, 'evalue', exc)}"
+        if status != "ok":  # the failed run is reported as such (from <stem>.failed.ipynb), never an older one
+            out = out.with_name(f"{out.stem}.failed.ipynb")
         npass, nfail = _counts(out) if out.exists() else (0, 0)
         if out.exists():
             executed.append(out)

@@ -10,6 +10,7 @@ import math
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -110,8 +111,24 @@ def load_grid(path: str | Path) -> GridSpec:
     return parse_grid(data)
 
 
-def expand(spec: GridSpec) -> list[dict[str, Any]]:
-    """All points: the full product of spec.grid, then spec.rows, each with spec.fixed; duplicates dropped."""
+MAX_POINTS = 10_000  # a sweep larger than this is refused unless max_points (--max-points) raises the limit
+
+
+def count_points(spec: GridSpec) -> int:
+    """The number of points before duplicates are dropped: the product of the grid's list lengths plus the rows,
+    counted without expanding anything (a 10⁹-point grid costs nothing to count)."""
+    return (math.prod(len(v) for v in spec.grid.values()) if spec.grid else 0) + len(spec.rows)
+
+
+def expand(spec: GridSpec, max_points: int = MAX_POINTS) -> list[dict[str, Any]]:
+    """All points: the full product of spec.grid, then spec.rows, each with spec.fixed; duplicates dropped.
+    More than max_points raises SweepError before any point is built."""
+    n = count_points(spec)
+    if n > max_points:
+        sizes = " × ".join(f"{len(v)} {k}" for k, v in spec.grid.items())
+        raise SweepError(f"the grid has {n:,} points ({sizes}{f' + {len(spec.rows)} rows' if spec.rows else ''}), "
+                         f"more than the limit of {max_points:,}: shrink it, or raise the limit with --max-points "
+                         f"(max_points=) if you mean it")
     names = list(spec.grid)
     points = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*spec.grid.values())] if names else []
     points += [dict(r) for r in spec.rows]
@@ -311,7 +328,8 @@ def _check_plot(plot: dict[str, str], declared: dict[str, Any], src: Path, optio
 
 
 def plan(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name: str | None = None,
-         out_root: str | Path = RUNS, plot: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Sweep:
+         out_root: str | Path = RUNS, plot: dict[str, str] | None = None, env: dict[str, str] | None = None,
+         max_points: int = MAX_POINTS) -> Sweep:
     """Resolve the chapter, expand and validate every point (names and types) and the plot axes (plot overrides
     the grid file's plot:) before anything runs. `env` is set in every point's kernel (numeric conditions such as
     ATEN_CPU_CAPABILITY or OMP_NUM_THREADS; one sweep folder per environment)."""
@@ -332,7 +350,7 @@ def plan(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name: str
     _check_plot(spec.plot, declared, src, "plot:")
     _check_plot(plot or {}, declared, src, "--plot")
     points: dict[str, dict[str, Any]] = {}
-    for i, p in enumerate(expand(spec)):
+    for i, p in enumerate(expand(spec, max_points)):
         p = floats_from_text(declared, p)
         check_point(declared, p, where=f"point {i} ({json.dumps(p, default=str)})")
         p = canonical(declared, p)
@@ -373,7 +391,25 @@ def point_state(sweep: Sweep, pid: str) -> str:
         return "pending"
     if sweep.code and rec.get("code_hash") and rec["code_hash"] != sweep.code:
         return "stale"
+    ran = rec.get("stamp") or {}
+    if any(ran.get(k) is not None and str(ran[k]).split("+")[0] != v for k, v in package_versions().items()):
+        return "stale"  # same code, other numerics: torch or numpy changed since the point ran
     return "done"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages the numbers depend on, as the environment stamp records them (torch, numpy,
+    python; without local build tags such as +cu130), read without importing torch."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy"):
+        try:
+            out[pkg] = version(pkg).split("+")[0]
+        except PackageNotFoundError:  # pragma: no cover
+            pass
+    return out
 
 
 def is_done(sweep: Sweep, pid: str) -> bool:
@@ -522,7 +558,7 @@ def _dashboard(client: Any) -> str | None:
 
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, workers: int | None = None, n_points: int = 1,
-            dashboard_address: str | None = ":8787", wait_timeout: float = 120.0) -> Iterator[Any]:
+            dashboard_address: str | None = "127.0.0.1:8787", wait_timeout: float = 120.0) -> Iterator[Any]:
     """A distributed.Client: to scheduler when given (waiting at most wait_timeout seconds for workers to have
     joined), else to a new LocalCluster (processes, 1 thread each)."""
     from distributed import Client, LocalCluster
@@ -546,8 +582,8 @@ def connect(scheduler: str | None = None, workers: int | None = None, n_points: 
             client.close()
         return
     n = workers or default_workers(n_points)
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=dashboard_address,
-                      silence_logs=40) as cluster, Client(cluster) as client:
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=dashboard_address, silence_logs=40) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -560,7 +596,8 @@ def _clean_partials(folder: Path) -> None:
 def run_sweep(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name: str | None = None,
               scheduler: str | None = None, workers: int | None = None, client: Any = None,
               out_root: str | Path = RUNS, timeout: float | None = None, retries: int = 1, progress: bool = True,
-              plot: dict[str, str] | None = None, dashboard_address: str | None = ":8787") -> SweepResult:
+              plot: dict[str, str] | None = None, dashboard_address: str | None = "127.0.0.1:8787",
+              max_points: int = MAX_POINTS) -> SweepResult:
     """Validate, then run every pending point of a sweep on Dask and collect the table and summary plot.
 
     Points whose record says ok and whose notebook exists are skipped; failed and missing ones run, and so do
@@ -568,10 +605,59 @@ def run_sweep(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name
     own record as it finishes, so killing a worker or the whole sweep loses no finished point.
     Pass client to use an existing distributed.Client, scheduler for an address, else a LocalCluster of workers.
     """
+    sweep = plan(nb, grid, name=name, out_root=out_root, plot=plot, max_points=max_points)
+    sweep.out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(sweep.out_dir):
+        return _run_locked(sweep, scheduler, workers, client, timeout, retries, progress, dashboard_address)
+
+
+LOCK = ".sweep.lock"
+_HELD: set[str] = set()  # folders this process has locked
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a sweep folder for the duration: a second sweep (or robustness run) on the same
+    folder is refused with SweepError saying who holds it (host, pid, command, since when). The lock is an
+    fcntl lock on folder/.sweep.lock, released by the OS when the holder dies, so a killed sweep never leaves the
+    folder locked; the lock file is removed on release."""
+    import fcntl
+
+    folder = Path(folder).resolve()
+    if str(folder) in _HELD:  # this process holds it already (e.g. the CLI around a robustness run): re-entrant
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the duration
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise SweepError(f"sweep folder {folder} is in use by {holder}; wait for it to finish, or use another "
+                             "--name") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({' '.join(sys.argv)[:200]})")
+        fh.flush()
+        _HELD.add(str(folder))
+        try:
+            yield
+        finally:
+            _HELD.discard(str(folder))
+            path.unlink(missing_ok=True)  # still holding it: the folder is left as it was found
+    finally:
+        fh.close()
+
+
+def _run_locked(sweep: Sweep, scheduler: str | None, workers: int | None, client: Any, timeout: float | None,
+                retries: int, progress: bool, dashboard_address: str | None) -> SweepResult:
+    """run_sweep's body, with the folder locked."""
     from tqdm.auto import tqdm
 
-    sweep = plan(nb, grid, name=name, out_root=out_root, plot=plot)
-    sweep.out_dir.mkdir(parents=True, exist_ok=True)
     _write_json(sweep.out_dir / "sweep.json", {"notebook": str(sweep.notebook), "name": sweep.name,
                                                "code_hash": sweep.code, "swept": sweep.swept, "plot": sweep.plot,
                                                "env": sweep.env,
