@@ -35,16 +35,19 @@ workbook: $(STAMP)
 # The whole suite, and a guard around it: nothing in it may change the working tree (only `make refresh` writes
 # the committed notebooks/ and figures/; every run writes under runs/). The tree's state — git status and the
 # content of every tracked change — is compared before and after; any difference fails the suite.
-TREE_STATE = { git status --porcelain=v1 --untracked-files=all; git diff HEAD --binary | sha1sum; } 2>/dev/null
+# State: git status, the content of every tracked change, and the content hash of every untracked file git does not
+# ignore (a run that overwrote a new chapter's uncommitted figure is caught too).
+TREE_STATE = { git status --porcelain=v1 --untracked-files=all; git diff HEAD --binary; \
+  git ls-files --others --exclude-standard -z | xargs -0 git hash-object --; } | cksum
 test: $(STAMP)
-	@$(TREE_STATE) > .tree-before.tmp
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then $(TREE_STATE) > .tree-before.tmp; \
+	  else echo "make test: not a git checkout, the working-tree guard is off"; fi
 	$(MAKE) --no-print-directory lint unit nbval robustness-ci
-	@$(TREE_STATE) | grep -v '^?? .tree-before.tmp$$' > .tree-after.tmp; \
-	  grep -v '^?? .tree-before.tmp$$' .tree-before.tmp > .tree-before2.tmp; \
-	  if ! cmp -s .tree-before2.tmp .tree-after.tmp; then \
+	@if [ -f .tree-before.tmp ]; then $(TREE_STATE) > .tree-after.tmp; \
+	  if ! cmp -s .tree-before.tmp .tree-after.tmp; then rm -f .tree-*.tmp; \
 	    echo "make test changed the working tree (only make refresh may write committed files):"; \
-	    diff .tree-before2.tmp .tree-after.tmp; rm -f .tree-*.tmp; exit 1; fi; \
-	  rm -f .tree-*.tmp; echo "make test: the working tree is as it was"
+	    git status --short; exit 1; fi; \
+	  rm -f .tree-*.tmp; echo "make test: the working tree is as it was"; fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check lab tests benchmarks
@@ -71,11 +74,11 @@ robustness: $(STAMP)
 	$(PY) -m lab robustness $(NB_LIST)
 
 run: $(STAMP)
-	$(PY) -m lab run "$(NB)" $(PARAMS)
+	$(PY) -m lab run '$(subst ','\'',$(NB))' $(PARAMS)
 
 sweep: $(STAMP)
 	@test -n "$(GRID)" || { echo "usage: make sweep NB=01 GRID=sweeps/01_width_depth.yaml [SWEEP_ARGS=...]"; exit 2; }
-	$(PY) -m lab sweep "$(NB)" --grid "$(GRID)" $(SWEEP_ARGS)
+	$(PY) -m lab sweep '$(subst ','\'',$(NB))' --grid '$(subst ','\'',$(GRID))' $(SWEEP_ARGS)
 
 report: $(STAMP)
 	$(PY) -m lab report

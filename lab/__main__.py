@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             params: dict = {}
             if args.yaml:
-                loaded = yaml.load(args.yaml, Loader=runner._Yaml12Loader)  # noqa: S506 - safe, YAML 1.2 scalars
+                loaded = runner.load_yaml(args.yaml)
                 if not isinstance(loaded, dict):
                     raise ValueError(f"-y expects a YAML mapping, got {args.yaml!r}")
                 params.update(loaded)

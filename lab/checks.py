@@ -55,7 +55,9 @@ def require_finite(x: Any, what: str, where: str, hint: str = "") -> Any:
     """
     bad, n = _count_bad(x)
     if bad:
-        shown = f"{bad} of {n} entries NaN or inf" if n > 1 else f"value {float(np.asarray(x).reshape(-1)[0])!r}"
+        first = (float(x.detach().reshape(-1)[0].cpu()) if isinstance(x, torch.Tensor)
+                 else float(np.asarray(x).reshape(-1)[0]))
+        shown = f"{bad} of {n} entries NaN or inf" if n > 1 else f"value {first!r}"
         verb = "are" if n > 1 else "is"
         raise NonFiniteError(f"{where}: {what} {verb} not finite ({shown})" + (f"; {hint}" if hint else ""))
     return x

@@ -24,6 +24,8 @@ def _fmt(v: Any) -> str:
 def _plain(v: Any) -> Any:
     if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
         v = v.item()
+    elif hasattr(v, "tolist") and hasattr(v, "ndim"):  # numpy arrays and tensors become (nested) lists of numbers
+        v = (v.detach().cpu() if hasattr(v, "detach") else v).tolist()
     if isinstance(v, bool) or v is None:
         return v
     if isinstance(v, (int, float, str)):
@@ -41,6 +43,17 @@ def _json_number(v: Any) -> Any:
     if isinstance(v, list):
         return [_json_number(x) for x in v]
     return v
+
+
+def _floats(v: Any) -> list[float]:
+    """Every number in a claim value (a number or a nested list of them), as floats; bools and text are skipped."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return []
+    if isinstance(v, (int, float)):
+        return [float(v)]
+    if isinstance(v, (list, tuple)):
+        return [x for item in v for x in _floats(item)]
+    return []
 
 
 class _Formatter(string.Formatter):
@@ -166,7 +179,7 @@ class Claims:
             items = v.numbers(k) if isinstance(v, Estimate) else {k: _plain(v)}
             flat.update(items)
             source.update(dict.fromkeys(items, k))
-        bad = [k for k, v in flat.items() if isinstance(v, float) and not math.isfinite(v)
+        bad = [k for k, v in flat.items() if any(not math.isfinite(x) for x in _floats(v))
                and source[k] not in allow_nonfinite]
         limits = dict(ranges or {})
         unknown = sorted(set(limits) - set(numbers))
@@ -178,8 +191,7 @@ class Claims:
         outside = []
         for k, (lo, hi) in limits.items():
             parts = [flat[n] for n, src in source.items() if src == k and not n.endswith("_n")]
-            vals = [float(x) for x in parts if isinstance(x, (int, float)) and not isinstance(x, bool)
-                    and math.isfinite(float(x))]
+            vals = [x for part in parts for x in _floats(part) if math.isfinite(x)]
             if any((lo is not None and x < lo) or (hi is not None and x > hi) for x in vals):
                 outside.append(f"{k} outside its possible range [{'-inf' if lo is None else lo}, "
                                f"{'inf' if hi is None else hi}]")
@@ -190,7 +202,7 @@ class Claims:
         self._values[cid] = {**flat, **numbers}
         record = {"chapter": self.chapter, "id": c.id, "statement": c.statement, "passed": c.passed,
                   "numbers": {k: _json_number(v) for k, v in c.numbers.items()}}
-        nonfinite = {k: str(v) for k, v in c.numbers.items() if isinstance(v, float) and not math.isfinite(v)}
+        nonfinite = {k: str(v) for k, v in c.numbers.items() if any(not math.isfinite(x) for x in _floats(v))}
         if nonfinite:
             record["nonfinite"] = nonfinite
         if note:

@@ -178,8 +178,12 @@ def _ecnoise_along(loss_fn, th64, dirs, dtype, points: int, spacing: float | Non
             for attempt in range(retries + 1):
                 t = np.arange(points) * h
                 vals = batched(loss_fn, points_along(th64, d, t, dtype)).double().cpu().numpy()
+                require_finite(vals[0], f"the loss at θ in {name or dtype}", "lab.noise.loss_noise")
                 loss0 = vals[0] if loss0 is None else loss0
-                e = ecnoise(vals)
+                # values that overflow further along the line say "h too large", as Moré & Wild's range check does:
+                # retried with a smaller spacing, never an error (ecnoise itself refuses non-finite input)
+                e = ecnoise(vals) if np.all(np.isfinite(vals)) else NoiseEstimate(float("nan"), 0,
+                                                                                 np.zeros(points - 1), 3)
                 if e.ok or attempt == retries:
                     break
                 h = h * 2 if e.inform == 2 else h / 2
@@ -315,6 +319,7 @@ def fit_exponent(x: np.ndarray, y_by_seed: np.ndarray, level: float = 0.95) -> t
 def minibatch_loss_std(per_sample: np.ndarray, batch_sizes, n_batches: int = 200, seed: int = 0) -> np.ndarray:
     """Std of the mean loss over random minibatches (without replacement) of each size."""
     rng = np.random.default_rng(seed)
+    batch_sizes = list(batch_sizes)
     per_sample = require_finite(np.asarray(per_sample, dtype=np.float64), "the per-sample losses",
                                 "lab.noise.minibatch_loss_std")
     too_big = [b for b in batch_sizes if not 1 <= b <= len(per_sample)]

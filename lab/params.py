@@ -135,11 +135,11 @@ def make_loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
 
 
 def per_sample_losses(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                      loss: str = "cross_entropy") -> torch.Tensor:
+                      loss: str = "cross_entropy", allow_train_mode: bool = False) -> torch.Tensor:
     """Each sample's loss at the flat parameters θ (no reduction), e.g. for minibatch-noise estimates."""
     if loss not in LOSSES:
         raise ValueError(f"parameter 'loss' = {loss!r} is not allowed: expected one of {tuple(LOSSES)}")
-    forward, _, _ = make_forward(model)
+    forward, _, _ = make_forward(model, allow_train_mode)
     require_finite(theta, "θ", "lab.params.per_sample_losses")
     with torch.no_grad():
         out = forward(theta, x.to(device=theta.device, dtype=theta.dtype))

@@ -129,8 +129,9 @@ def _run_figure(nb: nbformat.NotebookNode, path: Path, rel: str) -> Path | None:
     path = Path(path).resolve()
     if path.is_relative_to(NOTEBOOKS.resolve()):
         return ROOT / rel
-    files = (nb.metadata.get(RUN_MARK) or {}).get("files")
-    return path.parent / files / rel if files else None
+    mark = nb.metadata.get(RUN_MARK) or {}
+    files = mark.get("files")
+    return path.parent / files / rel if files and mark.get("status", "complete") == "complete" else None
 
 
 def _key_figure(nb: nbformat.NotebookNode, chapter: str, fig_dir: Path, path: Path | None = None) -> Path | None:
@@ -243,5 +244,16 @@ def default_runs(runs_dir: Path) -> list[Path]:
                 continue
         except (OSError, ValueError):
             pass
-        out.append(p)
-    return out
+        failed = p.with_name(f"{p.stem}.failed.ipynb")  # the chapter's latest run failed: report that, not this
+        out.append(failed if failed.exists() and failed.stat().st_mtime >= p.stat().st_mtime else p)
+    for failed in sorted(Path(runs_dir).glob("[0-9][0-9]_*.failed.ipynb")):  # a chapter that never completed
+        stem = failed.name.removesuffix(".failed.ipynb")
+        if "__" in stem or failed.with_name(f"{stem}.ipynb").exists():
+            continue
+        try:
+            if run_parameters(nbformat.read(failed, as_version=4)):
+                continue
+        except (OSError, ValueError):
+            pass
+        out.append(failed)
+    return sorted(out)

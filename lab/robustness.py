@@ -99,7 +99,7 @@ def make_plan(chapters: Sequence[str] | None = None, matrix: str = "default", se
     """
     import torch
 
-    from lab.runner import list_chapters, resolve_notebook
+    from lab.runner import check_out_dir, list_chapters, resolve_notebook
     from lab.sweep import SweepError, plan
 
     if matrix not in MATRICES:
@@ -107,7 +107,7 @@ def make_plan(chapters: Sequence[str] | None = None, matrix: str = "default", se
     nbs = [resolve_notebook(c) for c in chapters] if chapters else list_chapters()
     if not nbs:
         raise SweepError("no chapters to run")
-    out_dir = Path(out_root).expanduser().resolve() / (name or ("robustness" if matrix == "default"
+    out_dir = check_out_dir(out_root, "robustness output") / (name or ("robustness" if matrix == "default"
                                                                  else f"robustness-{matrix}"))
     native = native_kernels()
     conds, skipped = [], []

@@ -61,16 +61,41 @@ _Yaml12Loader.yaml_implicit_resolvers = {
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                                     list("tTfF"))
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789"))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9][0-9_]*$"), list("-+0123456789"))
 _Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    re.compile(r"^[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?$"
+               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
     list("-+0123456789."))
-_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|None)$"),
-                                    list("~nNN"))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|None|)$"),
+                                    ["~", "n", "N", ""])
 _Yaml12Loader.add_constructor("tag:yaml.org,2002:int", lambda loader, node: int(loader.construct_scalar(node), 10))
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:float",
+                              lambda loader, node: float(loader.construct_scalar(node).replace("_", "")
+                                                         .replace(".inf", "inf").replace(".Inf", "inf")
+                                                         .replace(".INF", "inf").lower().replace(".nan", "nan")))
 
-AMBIGUOUS_RE = re.compile(r"^[-+]?0[xXoObB][0-9a-fA-F_]+$|^[-+]?[0-9]+(?::[0-5]?[0-9])+(?:\.[0-9]*)?$")
+# Numbers in another base: hexadecimal, octal and binary literals, and YAML 1.1's base 60 (1:40 is 100). YAML reads
+# them as numbers, papermill as text: refused wherever they appear unquoted (a quoted '0x10' is text).
+AMBIGUOUS_RE = re.compile(r"^[-+]?0[xX][0-9a-fA-F_]+$|^[-+]?0[oO][0-7_]+$|^[-+]?0[bB][01_]+$"
+                          r"|^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_AMBIGUOUS_TAG = "tag:lab,2026:ambiguous"
+
+
+def _refuse_ambiguous(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    raise ValueError(f"value {loader.construct_scalar(node)!r} is ambiguous (YAML reads it as a number in another "
+                     "base — hexadecimal, octal, binary or base 60 — papermill as text): write the number in "
+                     "decimal, or quote it to mean text")
+
+
+_Yaml12Loader.add_implicit_resolver(_AMBIGUOUS_TAG, AMBIGUOUS_RE, list("-+0123456789"))
+_Yaml12Loader.add_constructor(_AMBIGUOUS_TAG, _refuse_ambiguous)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as the workbook reads it everywhere (CLI values, -y mappings, grid files): YAML 1.2 core scalars,
+    ambiguous numbers refused (ValueError)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _parse_value(text: str) -> Any:
@@ -80,15 +105,12 @@ def _parse_value(text: str) -> Any:
     octal or binary literals (0x10), sexagesimal numbers (1:40) — is refused with a ValueError naming it.
     """
     s = text.strip()
-    if AMBIGUOUS_RE.match(s):
-        raise ValueError(f"value {text!r} is ambiguous (YAML 1.1 reads it as a number in another base, papermill "
-                         "as text): write the number in decimal, or quote it to mean text")
     if s in ("None", "null", "~"):
         return None
     if FLOAT_RE.match(s) and not re.fullmatch(r"[+-]?\d+", s):
         return float(s)
     try:
-        value = yaml.load(s, Loader=_Yaml12Loader)  # noqa: S506 - a safe loader with YAML 1.2 scalars
+        value = load_yaml(s)
     except yaml.YAMLError:
         return text
     if value is None or not isinstance(value, (bool, int, float, str, list, dict)):
@@ -222,9 +244,25 @@ def check_name(name: str) -> str:
     return f"{stem}.ipynb"
 
 
+FILES_SUFFIX = ".files"  # runs/<name>.files/ holds a run's figures and tables
+FILES_MARK = ".lab-run"  # marker file inside it: only a folder carrying it is ever replaced
+
+
 def run_files(out: Path) -> Path:
-    """The folder of a run's figures and tables: runs/<name>/ beside runs/<name>.ipynb."""
-    return Path(out).with_suffix("")
+    """The folder of a run's figures and tables: runs/<name>.files/ beside runs/<name>.ipynb (a suffix no other
+    folder of runs/ — results/, figures/, a sweep — carries)."""
+    out = Path(out)
+    return out.with_name(out.stem + FILES_SUFFIX)
+
+
+def check_out_dir(out_dir: Path, what: str = "run output") -> Path:
+    """out_dir resolved, refused when it lies inside the repository but outside runs/: runs never write among the
+    committed notebooks, figures, results, tests or sources."""
+    d = Path(out_dir).expanduser().resolve()
+    if is_inside(d, ROOT) and not is_inside(d, RUNS):
+        raise ValueError(f"refusing to write {what} to {d}: inside the repository a run writes only under "
+                         f"{RUNS} (committed files are written by `lab refresh` alone)")
+    return d
 
 
 def _rewrite(nb: nbformat.NotebookNode, old: str, new: str) -> None:
@@ -234,12 +272,21 @@ def _rewrite(nb: nbformat.NotebookNode, old: str, new: str) -> None:
             path_free(cell.get("outputs", []), old, new)
 
 
-def _move_tree(src: Path, dest: Path) -> None:
-    """Replace dest by src (a folder), leaving nothing of an earlier dest behind."""
-    if dest.exists():
-        shutil.rmtree(dest)
+def _move_tree(src: Path, dest: Path, marker: str | None = None) -> None:
+    """Replace dest by src (a folder), leaving nothing of an earlier dest behind: the old folder is renamed aside
+    first and removed last, so a crash never leaves dest missing. With `marker`, an existing dest that lacks that
+    marker file is not the caller's to replace: ValueError."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if dest.exists():
+        if marker is not None and not (dest / marker).exists():
+            raise ValueError(f"refusing to replace {dest}: it exists and was not made by a run (no {marker} in it); "
+                             "choose another --name")
+        old = dest.with_name(f".{dest.name}.{os.getpid()}.old{PART}")
+        os.replace(dest, old)
     os.replace(src, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: Path = RUNS,
@@ -257,13 +304,15 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
     if name is not None and params and fname == output_name(src.stem, None):
         raise ValueError(f"parameter 'name' = {name!r} is not allowed with parameters: it is the name of the "
                          "chapter's default run, which the report shows as the chapter's result")
-    out_dir = Path(out_dir).resolve()
+    out_dir = check_out_dir(out_dir)
     out = out_dir / fname
     if is_inside(out, NOTEBOOKS) or out.resolve() == src:
         raise ValueError(f"refusing to write run output {out} over/among the source notebooks")
+    files = run_files(out)
+    if files.exists() and not (files / FILES_MARK).exists():
+        raise ValueError(f"refusing to replace {files}: it exists and was not made by a run; choose another --name")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=PART, dir=out_dir))
-    files = run_files(out)
     env = {"LAB_FIGURES": str(tmp / "files" / "figures"), "LAB_RESULTS": str(tmp / "files" / "results")}
     part = tmp / fname
     status, error = "complete", None
@@ -274,15 +323,20 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
     try:
         if part.exists():
             done = nbformat.read(part, as_version=4)
-            _rewrite(done, str(tmp / "files"), str(files))
+            failed = out.with_name(f"{out.stem}.failed.ipynb")
+            complete = status == "complete"
+            # a failed run's files are discarded: its notebook points at none (never at an earlier run's)
+            _rewrite(done, str(tmp / "files"), str(files) if complete else "(discarded: the run did not complete)")
             done.metadata[RUN_MARK] = {"parameters": dict(params or {}), "status": status,
-                                       "files": files.name, "source": src.name}
-            if status == "complete":
-                if (tmp / "files").exists():
-                    _move_tree(tmp / "files", files)
+                                       "files": files.name if complete else None, "source": src.name}
+            if complete:
+                staged = tmp / "files"
+                staged.mkdir(exist_ok=True)
+                (staged / FILES_MARK).write_text(f"{fname}\n", encoding="utf-8")
+                _move_tree(staged, files, FILES_MARK)
                 write_atomic(out, lambda t: nbformat.write(done, str(t)))
+                failed.unlink(missing_ok=True)  # an earlier failed attempt of this run
             else:
-                failed = out.with_name(f"{out.stem}.failed.ipynb")
                 write_atomic(failed, lambda t: nbformat.write(done, str(t)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -315,7 +369,7 @@ def path_free(outputs: list, root: Path | str = ROOT, replacement: str = "") -> 
     return outputs
 
 
-_STYLER_ID = re.compile(r"T_[0-9a-f]{5}(?=[_\"' ])")
+_STYLER_ID = re.compile(r"(?<![A-Za-z0-9_])T_[0-9a-f]{5}(?=[_\"' ])")
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
@@ -326,7 +380,10 @@ def stable_ids(outputs: list, cell_index: int) -> list:
     def fix(text: Any, k: int) -> Any:
         if isinstance(text, list):
             return [fix(t, k) for t in text]
-        return _STYLER_ID.sub(f"T_c{cell_index}o{k}", text) if isinstance(text, str) else text
+        if not isinstance(text, str):
+            return text
+        seen: dict[str, str] = {}  # each distinct random id of the output gets its own stable one
+        return _STYLER_ID.sub(lambda m: seen.setdefault(m[0], f"T_c{cell_index}o{k}t{len(seen)}"), text)
 
     for k, out in enumerate(outputs):
         data = out.get("data", {})
@@ -366,7 +423,7 @@ def refresh_chapter(nb: str | Path, progress: bool = True, timeout: float | None
     and replace figures/<chapter>/ only when the whole chapter ran (a crash half way changes nothing)."""
     src = resolve_notebook(nb)
     with tempfile.TemporaryDirectory(prefix="lab-refresh-") as tmp:
-        out, figs = Path(tmp) / src.name, Path(tmp) / "figures"
+        out, figs = Path(tmp) / src.name, Path(tmp).resolve() / "figures"  # as lab.paths resolves LAB_FIGURES
         execute(src, out, None, progress, timeout, {"LAB_FIGURES": str(figs)})
         executed = nbformat.read(out, as_version=4)
         _rewrite(executed, str(figs), str(COMMITTED_FIGURES))

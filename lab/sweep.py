@@ -24,7 +24,17 @@ from typing import Any
 import yaml
 
 from lab.paths import NOTEBOOKS, RUNS
-from lab.runner import FLOAT_RE, PART, declared_parameters, execute, is_inside, resolve_notebook, write_atomic
+from lab.runner import (
+    FLOAT_RE,
+    PART,
+    check_out_dir,
+    declared_parameters,
+    execute,
+    is_inside,
+    load_yaml,
+    resolve_notebook,
+    write_atomic,
+)
 
 GRID_KEYS = ("grid", "rows", "fixed", "plot", "name")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -105,9 +115,11 @@ def load_grid(path: str | Path) -> GridSpec:
     if not p.is_file():
         raise SweepError(f"grid file {str(path)!r} not found")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))  # as the CLI reads values: 010 is 10, 0x10 refused
     except yaml.YAMLError as exc:
         raise SweepError(f"grid file {p.name} is not valid YAML: {exc}") from exc
+    except ValueError as exc:
+        raise SweepError(f"grid file {p.name}: {exc}") from exc
     return parse_grid(data)
 
 
@@ -343,7 +355,11 @@ def plan(nb: str | Path, grid: str | Path | dict[str, Any] | GridSpec, name: str
     sweep_name = name or spec.name or f"{src.stem}__{grid_stem}"
     if not _NAME_RE.match(sweep_name):
         raise SweepError(f"sweep name {sweep_name!r} must be a plain file name (letters, digits, . _ + -)")
-    out_dir = Path(out_root).expanduser().resolve() / sweep_name  # workers and kernels run in other folders
+    try:
+        root = check_out_dir(out_root, "sweep output")
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
+    out_dir = root / sweep_name  # absolute: workers and kernels run in other folders
     if is_inside(out_dir, NOTEBOOKS):
         raise SweepError(f"refusing to write sweep output {out_dir} among the source notebooks")
     declared = declared_parameters(src)
@@ -620,7 +636,7 @@ def folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive lock on a sweep folder for the duration: a second sweep (or robustness run) on the same
     folder is refused with SweepError saying who holds it (host, pid, command, since when). The lock is an
     fcntl lock on folder/.sweep.lock, released by the OS when the holder dies, so a killed sweep never leaves the
-    folder locked; the lock file is removed on release."""
+    folder locked. The lock file stays (removing it would let two processes lock two different files)."""
     import fcntl
 
     folder = Path(folder).resolve()
@@ -648,7 +664,6 @@ def folder_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             _HELD.discard(str(folder))
-            path.unlink(missing_ok=True)  # still holding it: the folder is left as it was found
     finally:
         fh.close()
 

@@ -148,3 +148,13 @@ def test_numbers_outside_their_possible_range_fail() -> None:
     assert "outside its possible range" in c.results["C1"].note
     with pytest.raises(KeyError, match="ranges given"):
         c.check("C4", True, ranges={"nope": (0, 1)}, share=0.5)
+
+
+def test_nan_inside_lists_and_arrays_never_passes() -> None:
+    c = Claims("99", {"C1": "a list", "C2": "an array", "C3": "a list in range", "C4": "fine"})
+    c.check("C1", True, vals=[float("nan"), 1.0])
+    c.check("C2", True, v=np.array([np.nan, 2.0]))
+    c.check("C3", True, v=[2.0], ranges={"v": (0, 1)})
+    c.check("C4", True, v=np.array([0.5, 1.0]), ranges={"v": (0, 1)})
+    assert [c.results[k].passed for k in ("C1", "C2", "C3", "C4")] == [False, False, False, True]
+    assert c.results["C4"].numbers["v"] == [0.5, 1.0]  # arrays are recorded as lists of numbers

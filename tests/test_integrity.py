@@ -29,6 +29,8 @@ def test_require_finite_names_what_and_where() -> None:
     with pytest.raises(NonFiniteError, match=r"here: θ are not finite \(1 of 3 entries NaN or inf\); try x"):
         require_finite(torch.tensor([1.0, float("inf"), 0.0]), "θ", "here", "try x")
     assert require_finite(3.0, "a", "b") == 3.0
+    with pytest.raises(NonFiniteError, match="value nan"):  # a one-entry tensor that needs grad (it crashed)
+        require_finite(torch.tensor([float("nan")], requires_grad=True), "the loss", "here")
 
 
 def test_train_stops_on_a_nan_loss_naming_step_and_lr() -> None:
@@ -113,6 +115,7 @@ def test_noise_functions_refuse_garbage() -> None:
         fit_exponent(np.array([1.0, 2.0, 4.0]), np.array([[1.0, 0.0, 3.0], [1.0, 2.0, 3.0]]))
     with pytest.raises(ValueError, match=r"batch sizes \[50\] are not allowed: expected 1 <= b <= 20"):
         minibatch_loss_std(np.ones(20), [4, 50])
+    assert len(minibatch_loss_std(np.arange(20.0), (b for b in (2, 4)), n_batches=5)) == 2  # a generator works
 
 
 @pytest.mark.parametrize("module", [nn.Dropout(0.5), nn.BatchNorm1d(4)], ids=["dropout", "batchnorm"])
@@ -152,3 +155,17 @@ def test_make_loss_fn_copies_the_callers_data_in_every_dtype() -> None:
     x *= 2
     y.fill_(0)
     assert (float(loss_fn(th)), float(loss_fn(th.double()))) == before
+
+
+def test_loss_noise_retries_a_spacing_at_which_the_loss_overflows() -> None:
+    """Values that overflow further along the line mean "h too large" (retried at h/2), not an error: ecnoise
+    refuses non-finite input, so loss_noise must not hand them on."""
+    from lab.noise import loss_noise
+
+    # finite near θ = 0, inf beyond t = 1e-3 along any direction: the first spacing tried (1) overflows
+    f = lambda th: torch.where(th.abs().max() < 1e-3, 1.0 + 1e-7 * torch.sin(1e9 * th).sum(),  # noqa: E731
+                               torch.tensor(float("inf"), dtype=th.dtype))
+    est = loss_noise(f, torch.zeros(8, dtype=torch.float64), torch.float64, n_dirs=2, spacing=1.0, retries=14)
+    assert all(i in (1, 2, 3) for i in est.informs) and np.isfinite(est.loss)
+    with pytest.raises(NonFiniteError, match="the loss at θ"):
+        loss_noise(lambda th: th.sum() * float("nan"), torch.zeros(8), torch.float32, n_dirs=1, spacing=1e-3)

@@ -48,6 +48,7 @@ def test_a_run_writes_its_figures_in_its_own_folder_never_in_figures(tmp_path: P
     src = _chapter(tmp_path, FIGURE_CELL)
     out = runner.run_chapter(src, {"x": 3}, out_dir=tmp_path / "runs", progress=False)
     files = runner.run_files(out)
+    assert files.name == "98_figure__x-3.files" and (files / runner.FILES_MARK).is_file()
     assert (files / "figures" / "98" / "line.png").is_file()
     assert not (COMMITTED_FIGURES / "98").exists()
     nb = nbformat.read(out, as_version=4)
@@ -87,7 +88,9 @@ def test_a_failed_run_keeps_its_notebook_under_another_name(tmp_path: Path) -> N
     assert failed.is_file() and good.is_file()  # the earlier complete run is kept, the failed one beside it
     nb = nbformat.read(failed, as_version=4)
     assert nb.metadata[runner.RUN_MARK]["status"] == "failed" and run_status(nb) == "failed"
-    assert default_runs(tmp_path / "runs") == [good]
+    assert default_runs(tmp_path / "runs") == [failed]  # the chapter's latest run failed: that is what is reported
+    runner.run_chapter(_chapter(tmp_path / "ok", "print(2)"), out_dir=tmp_path / "runs", progress=False)
+    assert default_runs(tmp_path / "runs") == [good] and not failed.exists()  # a success clears the failure
 
 
 def test_a_killed_run_leaves_nothing_a_report_would_read(tmp_path: Path) -> None:
@@ -137,12 +140,14 @@ def test_report_uses_the_runs_own_key_figure(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text, value", [("010", 10), ("1e-3", 1e-3), ("[1, 010]", [1, 10]), ("yes", "yes"),
-                                         ("2026-01-01", "2026-01-01"), ("'0x10'", "0x10"), ("true", True)])
+                                         ("2026-01-01", "2026-01-01"), ("'0x10'", "0x10"), ("true", True),
+                                         ("1_000", 1000), ("0bad", "0bad"), ("[.inf, -.inf]", [float("inf"),
+                                                                                             float("-inf")])])
 def test_cli_values_parse_as_papermill_does(text: str, value: object) -> None:
     assert runner.parse_cli_params([("v", text)]) == {"v": value}
 
 
-@pytest.mark.parametrize("text", ["0x10", "0o17", "0b11", "1:40", "-1:30:00"])
+@pytest.mark.parametrize("text", ["0x10", "0o17", "0b11", "1:40", "-1:30:00", "[2, 0x10]", "{a: 1:40}"])
 def test_ambiguous_cli_values_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"parameter 'v': value .* is ambiguous"):
         runner.parse_cli_params([("v", text)])
@@ -229,7 +234,10 @@ def test_local_cluster_and_dashboard_listen_on_localhost_only() -> None:
 def test_makefile_quotes_its_arguments() -> None:
     out = subprocess.run(["make", "-n", "sweep", "NB=01", "GRID=dir with space/g.yaml"],
                          cwd=ROOT, capture_output=True, text=True).stdout
-    assert '--grid "dir with space/g.yaml"' in out
+    assert "--grid 'dir with space/g.yaml'" in out
+    out = subprocess.run(["make", "-n", "sweep", "NB=01", "GRID=it's.yaml"], cwd=ROOT, capture_output=True,
+                         text=True).stdout
+    assert "--grid 'it'\\''s.yaml'" in out
 
 
 def test_committed_outputs_carry_no_random_ids() -> None:
@@ -245,3 +253,42 @@ def test_committed_outputs_carry_no_random_ids() -> None:
                 if widget:
                     import hashlib
                     assert widget["model_id"] == hashlib.sha1(f"cell {i} output {k}".encode()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["results", "figures"])
+def test_a_run_name_never_replaces_a_folder_it_did_not_make(name: str, tmp_path: Path) -> None:
+    """--name results made run_chapter rmtree runs/results/ (every interactive session's tables)."""
+    runs = tmp_path / "runs"
+    (runs / f"{name}.files").mkdir(parents=True)
+    (runs / f"{name}.files" / "keep.csv").write_text("1")
+    with pytest.raises(ValueError, match="was not made by a run"):
+        runner.run_chapter(_chapter(tmp_path, FIGURE_CELL), out_dir=runs, name=name, progress=False)
+    assert (runs / f"{name}.files" / "keep.csv").read_text() == "1"
+    (runs / "results").mkdir()
+    (runs / "results" / "t.csv").write_text("2")  # the plain folders of runs/ are never a run's files folder
+    runner.run_chapter(_chapter(tmp_path, FIGURE_CELL), out_dir=runs, name="results2", progress=False)
+    assert (runs / "results" / "t.csv").read_text() == "2"
+
+
+@pytest.mark.parametrize("where", ["figures", "notebooks", "results", "."])
+def test_runs_and_sweeps_never_write_inside_the_repository_outside_runs(where: str) -> None:
+    with pytest.raises(ValueError, match="inside the repository a run writes only under"):
+        runner.run_chapter(FIXTURE, out_dir=ROOT / where, progress=False)
+    with pytest.raises(sweep.SweepError, match="inside the repository a run writes only under"):
+        sweep.plan(Path(__file__).parent / "fixtures" / "sweep_fixture.ipynb", {"x": [1]}, out_root=ROOT / where)
+
+
+def test_a_failed_run_never_shows_an_earlier_runs_figure(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    src = _chapter(tmp_path, FIGURE_CELL + "\nassert x == 1, 'only x = 1 works'")
+    nb = nbformat.read(src, as_version=4)
+    nb.metadata["lab"] = {"key_figure": "figures/98/line.png"}
+    nbformat.write(nb, src)
+    runner.run_chapter(src, out_dir=runs, name="98_r", progress=False)
+    with pytest.raises(Exception, match="only x = 1 works"):
+        runner.run_chapter(src, {"x": 2}, out_dir=runs, name="98_r2", progress=False)
+    failed = runs / "98_r2.failed.ipynb"
+    assert nbformat.read(failed, as_version=4).metadata[runner.RUN_MARK]["files"] is None
+    build_report([failed], out_dir=tmp_path / "report")
+    assert not (tmp_path / "report" / "figures" / "98_r2.failed" / "line.png").exists()
+    assert default_runs(runs) == [runs / "98_r.ipynb"]  # 98_r2 is parameterized; 98_r's latest run completed

@@ -126,14 +126,18 @@ def test_id_ignores_values_equal_to_the_default(tmp_path: Path) -> None:
 
 
 def test_float_text_from_yaml(tmp_path: Path) -> None:
-    """YAML 1.1 reads 1e-10 as a string: where a float is declared it becomes a float; elsewhere it stays."""
+    """Grid files are read as the CLI reads values (YAML 1.2 scalars): 1e-10 is a float without a dot, 010 is 10,
+    a quoted '1e-3' stays text, and 0x10 is refused as ambiguous."""
     g = tmp_path / "g.yaml"
-    g.write_text("scale: [1e-12, 1e-10, 0.5]\nlabel: [1e-3]\n")
+    g.write_text("scale: [1e-12, 1e-10, 0.5]\nlabel: ['1e-3']\nx: [010]\n")
     s = sweep.plan(FIXTURE, g, out_root=tmp_path)
     assert [p["scale"] for p in s.points.values()] == [1e-12, 1e-10, 0.5]
-    assert {p["label"] for p in s.points.values()} == {"1e-3"}
+    assert {p["label"] for p in s.points.values()} == {"1e-3"} and {p["x"] for p in s.points.values()} == {10}
     g.write_text("x: [1e3]\n")
-    with pytest.raises(sweep.SweepError, match="parameter 'x'.*expected int.*got str '1e3'"):
+    with pytest.raises(sweep.SweepError, match="parameter 'x'.*expected int.*got float 1000.0"):
+        sweep.plan(FIXTURE, g, out_root=tmp_path)
+    g.write_text("x: [0x10]\n")
+    with pytest.raises(sweep.SweepError, match="g.yaml: value '0x10' is ambiguous"):
         sweep.plan(FIXTURE, g, out_root=tmp_path)
     declared = {"a": {"inferred_type_name": "int | float", "default": "1"},
                 "b": {"inferred_type_name": "Optional[float]", "default": "None"},
@@ -291,7 +295,7 @@ def test_failure_is_isolated_and_recorded(first: sweep.SweepResult) -> None:
     assert rec["status"] == "failed" and rec["params"] == {"label": "z", "x": -1} and "Traceback" in rec["traceback"]
     for pid in t.drop(bad).index:
         assert (s.out_dir / f"{pid}.ipynb").is_file()
-    assert not list(s.out_dir.glob(".*"))  # no temporary files left
+    assert [p.name for p in s.out_dir.glob(".*")] == [sweep.LOCK]  # no temporary files left
 
 
 def test_results_table_contents(first: sweep.SweepResult, client: object) -> None:
@@ -340,7 +344,7 @@ def test_failed_plot_keeps_the_table(first: sweep.SweepResult, tmp_path: Path,
     with pytest.warns(UserWarning, match="summary.png not written.*KeyError.*table is complete"):
         table, files = sweep.write_results(s)
     assert files == [s.out_dir / "results.csv", s.out_dir / "results.parquet"] and len(table) == 4
-    assert len(pd.read_csv(files[0])) == 4 and not list(s.out_dir.glob(".*"))
+    assert len(pd.read_csv(files[0])) == 4 and [p.name for p in s.out_dir.glob(".*")] == [sweep.LOCK]
 
 
 def test_resume_after_interruption(first: sweep.SweepResult, client: object, tmp_path: Path) -> None:
@@ -366,7 +370,7 @@ def test_resume_after_interruption(first: sweep.SweepResult, client: object, tmp
     assert s.notebook_path(c).stat().st_mtime_ns == mtimes[c]
     t = resumed.table.set_index("point")
     assert t.loc[[a, b, c], "status"].tolist() == ["ok"] * 3 and t.loc[bad, "status"] == "failed"
-    assert not list(s.out_dir.glob(".*"))
+    assert [p.name for p in s.out_dir.glob(".*")] == [sweep.LOCK]
     assert len(pd.read_csv(s.out_dir / "results.csv")) == 4
 
 
@@ -407,7 +411,7 @@ def test_killed_worker_loses_nothing(client: object, tmp_path: Path) -> None:
     assert rec["status"] == "ok" and rec["worker"] != victim  # rescheduled on another (or the restarted) worker
     client.wait_for_workers(2, timeout=60)  # type: ignore[attr-defined]
     assert victim not in client.scheduler_info()["workers"]  # type: ignore[attr-defined]
-    assert not list(res.sweep.out_dir.glob(".*"))
+    assert [p.name for p in res.sweep.out_dir.glob(".*")] == [sweep.LOCK]  # no partial files, only the lock
 
 
 def test_cli_with_scheduler_address(client: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -483,4 +487,4 @@ def test_killed_sweep_resumes(client: object, tmp_path: Path) -> None:
     assert sorted(res.skipped) == sorted(finished) and sorted(res.ran) == sorted(set(s.points) - set(finished))
     assert {p: s.notebook_path(p).stat().st_mtime_ns for p in finished} == mtimes
     assert (res.table["status"] == "ok").all() and list(res.table["C1.x_squared"]) == [1, 4, 9, 16]
-    assert not list(folder.glob(".*"))
+    assert [p.name for p in folder.glob(".*")] == [sweep.LOCK]
