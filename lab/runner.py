@@ -370,12 +370,13 @@ def path_free(outputs: list, root: Path | str = ROOT, replacement: str = "") -> 
 
 
 _STYLER_ID = re.compile(r"(?<![A-Za-z0-9_])T_[0-9a-f]{5}(?=[_\"' ])")
+_ADDRESS = re.compile(r"(<[\w.]+ (?:object )?at )0x[0-9a-f]{6,16}>")  # <pandas...Styler at 0x7f...>
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 def stable_ids(outputs: list, cell_index: int) -> list:
     """Cell outputs with the ids a run draws at random replaced by ids derived from the cell's position: pandas
-    Styler tables (T_1a2b3) and widget model ids (tqdm bars). A refresh of an unchanged chapter then rewrites
+    Styler tables (T_1a2b3), widget model ids (tqdm bars) and memory addresses in reprs (<… at 0x7f…>). A refresh of an unchanged chapter then rewrites
     nothing; a different table still differs."""
     def fix(text: Any, k: int) -> Any:
         if isinstance(text, list):
@@ -383,6 +384,7 @@ def stable_ids(outputs: list, cell_index: int) -> list:
         if not isinstance(text, str):
             return text
         seen: dict[str, str] = {}  # each distinct random id of the output gets its own stable one
+        text = _ADDRESS.sub(r"\g<1>(address)>", text)
         return _STYLER_ID.sub(lambda m: seen.setdefault(m[0], f"T_c{cell_index}o{k}t{len(seen)}"), text)
 
     for k, out in enumerate(outputs):

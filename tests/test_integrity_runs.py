@@ -249,6 +249,8 @@ def test_committed_outputs_carry_no_random_ids() -> None:
             for k, out in enumerate(cell.get("outputs", [])):
                 html = "".join(out.get("data", {}).get("text/html", ""))
                 assert not re.search(r"T_[0-9a-f]{5}[_\"' ]", html), f"{path.name} cell {i}: a random Styler id"
+                plain = "".join(out.get("data", {}).get("text/plain", ""))
+                assert not re.search(r" at 0x[0-9a-f]{6,}>", plain), f"{path.name} cell {i}: a memory address"
                 widget = out.get("data", {}).get(runner.WIDGET_MIME)
                 if widget:
                     import hashlib
