@@ -376,8 +376,8 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 def stable_ids(outputs: list, cell_index: int) -> list:
     """Cell outputs with the ids a run draws at random replaced by ids derived from the cell's position: pandas
-    Styler tables (T_1a2b3), widget model ids (tqdm bars) and memory addresses in reprs (<… at 0x7f…>). A refresh of an unchanged chapter then rewrites
-    nothing; a different table still differs."""
+    Styler tables (T_1a2b3), widget model ids (tqdm bars) and memory addresses in reprs (<… at 0x7f…>). A refresh
+    of an unchanged chapter then rewrites nothing; a different table still differs."""
     def fix(text: Any, k: int) -> Any:
         if isinstance(text, list):
             return [fix(t, k) for t in text]
