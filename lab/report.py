@@ -232,28 +232,26 @@ def build_report(executed: list[Path], out_dir: Path = REPORT) -> Path:
     return index
 
 
+def _parameterized(path: Path) -> bool:
+    """True when the executed notebook at path records parameters (an unreadable one counts as not)."""
+    try:
+        return bool(run_parameters(nbformat.read(path, as_version=4)))
+    except (OSError, ValueError):
+        return False
+
+
 def default_runs(runs_dir: Path) -> list[Path]:
     """The executed default-parameter chapter runs in runs_dir: parameterized runs (named <stem>__..., or recorded
     with parameters whatever their name) and failed runs (<name>.failed.ipynb) are skipped."""
     out = []
     for p in sorted(Path(runs_dir).glob("[0-9][0-9]_*.ipynb")):
-        if "__" in p.stem or p.stem.endswith(".failed"):
+        if "__" in p.stem or p.stem.endswith(".failed") or _parameterized(p):
             continue
-        try:
-            if run_parameters(nbformat.read(p, as_version=4)):
-                continue
-        except (OSError, ValueError):
-            pass
         failed = p.with_name(f"{p.stem}.failed.ipynb")  # the chapter's latest run failed: report that, not this
         out.append(failed if failed.exists() and failed.stat().st_mtime >= p.stat().st_mtime else p)
     for failed in sorted(Path(runs_dir).glob("[0-9][0-9]_*.failed.ipynb")):  # a chapter that never completed
         stem = failed.name.removesuffix(".failed.ipynb")
-        if "__" in stem or failed.with_name(f"{stem}.ipynb").exists():
+        if "__" in stem or failed.with_name(f"{stem}.ipynb").exists() or _parameterized(failed):
             continue
-        try:
-            if run_parameters(nbformat.read(failed, as_version=4)):
-                continue
-        except (OSError, ValueError):
-            pass
         out.append(failed)
     return sorted(out)
