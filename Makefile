@@ -3,27 +3,39 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-NB     ?= 01
+NB     ?=
+NAME   ?=
 PARAMS ?=
 GRID   ?=
 SWEEP_ARGS ?=
+# NB names chapters: one for run, sweep and new; none (all chapters) or several (NB='01 03') for refresh and
+# robustness. Each is passed single-quoted, its own quotes escaped.
+NB_ONE  = '$(subst ','\'',$(strip $(NB)))'
+NB_LIST = $(foreach n,$(NB),'$(subst ','\'',$(n))')
+CHAPTERS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: help install workbook test lint unit nbval robustness robustness-ci run sweep lab refresh report clean
+.PHONY: bench help install workbook test fast lint unit nbval robustness robustness-ci run sweep lab refresh report new clean
 
 help:
 	@echo "make workbook   run every chapter (papermill, into runs/) and build report/index.html"
 	@echo "make test       ruff + unit tests (and doctests) + nbval over notebooks/ + every chapter at another seed,"
 	@echo "               scalar CPU kernels and one thread (robustness-ci)"
-	@echo "make robustness the robustness matrix: every chapter over seeds and CPU kernels/threads, into runs/robustness/"
+	@echo "make fast       ruff + the fast tier: pytest -m 'not slow' and the doctests (no nbval, sweeps, robustness"
+	@echo "               or end-to-end runs, nor the few unit tests of seconds each; under a minute)"
+	@echo "make robustness [NB='03 04']   the robustness matrix: every chapter (or those given) over seeds and CPU"
+	@echo "               kernels/threads, into runs/robustness/"
 	@echo "make run NB=01 PARAMS='-p dtype float64'   one chapter with parameters, into runs/"
 	@echo "make sweep NB=01 GRID=sweeps/01_width_depth.yaml [SWEEP_ARGS='--scheduler tcp://host:8786']"
 	@echo "               a resumable parameter sweep on Dask, into runs/<sweep>/ (results.csv, summary.png)"
-	@echo "make lab        JupyterLab   ·   make refresh   re-execute chapters in place at defaults"
+	@echo "make refresh [NB=07 | NB='01 03']   re-execute chapters in place at defaults (all without NB): the only"
+	@echo "               writer of the committed notebooks/ and figures/"
+	@echo "make new NB=07 NAME=flatness   start notebooks/07_flatness.ipynb from notebooks/template.ipynb"
+	@echo "make lab        JupyterLab"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[workbook,dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lab)" >/dev/null
 	touch $(STAMP)
 
@@ -50,17 +62,23 @@ test: $(STAMP)
 	  rm -f .tree-*.tmp; echo "make test: the working tree is as it was"; fi
 
 lint: $(STAMP)
-	$(PY) -m ruff check lab tests benchmarks
+	$(PY) -m ruff check lab tests benchmarks notebooks
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests --doctest-modules lab
+
+# The fast tier: everything but the tests marked slow (nbval, sweeps, robustness, end-to-end runner and report runs,
+# and the unit tests of seconds each; tests/conftest.py marks them by path). `make test` still runs every test.
+fast: $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(PY) -m pytest -q -m "not slow" tests --doctest-modules lab
 
 # nbval re-executes the committed chapters; their figures and tables go to runs/nbval/, never over figures/.
 # One single-threaded kernel per core, a chapter per kernel (--dist loadfile), the longest chapters first: the
 # claims hold at 1 thread too (the robustness matrix checks it), and on 2 cores it takes 270 s against ~630 s for
 # one 2-thread kernel after another (the chapters' 2-thread run times in results/robustness).
 NBVAL_FIRST := notebooks/06_lr_schedules.ipynb notebooks/04_hessian_eigen.ipynb notebooks/03_mlp_roughness.ipynb
-NBVAL_ORDER := $(NBVAL_FIRST) $(filter-out $(NBVAL_FIRST),$(sort $(wildcard notebooks/*.ipynb)))
+NBVAL_ORDER := $(filter $(CHAPTERS),$(NBVAL_FIRST)) $(filter-out $(NBVAL_FIRST),$(CHAPTERS))  # chapters only, not template.ipynb
 nbval: $(STAMP)
 	LAB_FIGURES=$(CURDIR)/runs/nbval/figures LAB_RESULTS=$(CURDIR)/runs/nbval/results \
 	  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
@@ -70,21 +88,28 @@ nbval: $(STAMP)
 robustness-ci: $(STAMP)
 	$(PY) -m lab robustness --matrix ci --fresh --no-progress
 
+# every chapter, or those in NB (NB=03 or NB='03 04')
 robustness: $(STAMP)
 	$(PY) -m lab robustness $(NB_LIST)
 
 run: $(STAMP)
-	$(PY) -m lab run '$(subst ','\'',$(NB))' $(PARAMS)
+	@test -n "$(strip $(NB))" || { echo "usage: make run NB=01 [PARAMS='-p dtype float64']"; exit 2; }
+	$(PY) -m lab run $(NB_ONE) $(PARAMS)
 
 sweep: $(STAMP)
-	@test -n "$(GRID)" || { echo "usage: make sweep NB=01 GRID=sweeps/01_width_depth.yaml [SWEEP_ARGS=...]"; exit 2; }
-	$(PY) -m lab sweep '$(subst ','\'',$(NB))' --grid '$(subst ','\'',$(GRID))' $(SWEEP_ARGS)
+	@test -n "$(strip $(NB))" -a -n "$(GRID)" || { echo "usage: make sweep NB=01 GRID=sweeps/01_width_depth.yaml [SWEEP_ARGS=...]"; exit 2; }
+	$(PY) -m lab sweep $(NB_ONE) --grid '$(subst ','\'',$(GRID))' $(SWEEP_ARGS)
 
 report: $(STAMP)
 	$(PY) -m lab report
 
+# every chapter, or those in NB (NB=07 or NB='01 03')
 refresh: $(STAMP)
 	$(PY) -m lab refresh $(NB_LIST)
+
+new: $(STAMP)
+	@test -n "$(strip $(NB))" -a -n "$(NAME)" || { echo "usage: make new NB=07 NAME=flatness"; exit 2; }
+	$(PY) -m lab new $(NB_ONE) '$(subst ','\'',$(NAME))'
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[jupyter]"
@@ -92,3 +117,8 @@ lab: $(STAMP)
 
 clean:
 	rm -rf runs report
+
+# lab against PyHessian, curvlinops, hessian-eigenthings, loss-landscapes and torch-lr-finder in one run
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/bench_peers.py

@@ -1,4 +1,4 @@
-"""Benchmark lab.hessian: HVPs and wall time to the top-5 eigenvalues (Lanczos vs deflated power iteration), and the
+"""Benchmark lab.curvature: HVPs and wall time to the top-5 eigenvalues (Lanczos vs deflated power iteration), and the
 cost of one Hessian-vector product relative to one gradient.
 
 usage: .venv/bin/python benchmarks/bench_hessian.py [--device cpu|cuda] [--width 100] [--n-train 2000]
@@ -13,10 +13,10 @@ import torch
 from timing import best_time
 from torch.func import grad
 
+from lab.curvature import hvp, hvp_operator, power_iteration, top_eigs
 from lab.data import mnist
-from lab.hessian import hvp, hvp_operator, power_iteration, top_eigs
+from lab.flat import make_loss_fn
 from lab.models import SimpleMLP
-from lab.params import make_loss_fn
 from lab.training import train
 
 

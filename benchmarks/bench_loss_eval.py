@@ -10,9 +10,9 @@ import torch
 from timing import best_time
 
 from lab.data import mnist
+from lab.flat import batched, make_loss_fn
 from lab.models import SimpleMLP
-from lab.params import batched, make_loss_fn
-from lab.precision import DTYPES
+from lab.numerics import DTYPES
 
 
 def rate(fn, n_points: int, repeats: int = 3) -> float:

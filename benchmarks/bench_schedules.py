@@ -14,21 +14,20 @@ import time
 
 import torch
 
-from lab.data import seed002_target
-from lab.models import Seed002Net
-from lab.params import make_forward
-from lab.schedules import make_schedule
-from lab.training import train_stream
+from lab.data import ratio_target
+from lab.flat import make_forward
+from lab.models import ReLURegressionNet
+from lab.training import make_schedule, train_stream
 
 
-def naive(net: Seed002Net, steps: int, batch: int, device: str) -> list[float]:
+def naive(net: ReLURegressionNet, steps: int, batch: int, device: str) -> list[float]:
     """The notes' loop: module forward, optimizer step, and a host sync for the loss every step."""
     opt = torch.optim.Adam(net.parameters(), lr=0.3)
     sched = make_schedule("exp", opt, steps, lr_end=3e-3)
     losses = []
     for _ in range(steps):
         x = torch.randn(batch, 3, device=device)
-        loss = torch.nn.functional.mse_loss(net(x).reshape(-1), seed002_target(x))
+        loss = torch.nn.functional.mse_loss(net(x).reshape(-1), ratio_target(x))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -54,14 +53,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10_000)
     a = ap.parse_args()
     torch.manual_seed(0)
-    net = Seed002Net().to(a.device)
+    net = ReLURegressionNet().to(a.device)
     forward, theta, _ = make_forward(net)
     def stream(n: int, **opt_kwargs) -> object:
-        return train_stream(forward, theta, seed002_target, n, batch=a.batch, lr=0.3, opt_kwargs=opt_kwargs,
+        return train_stream(forward, theta, ratio_target, n, batch=a.batch, lr=0.3, opt_kwargs=opt_kwargs,
                             schedule=lambda o: make_schedule("exp", o, n, lr_end=3e-3))
 
     loops = {
-        "naive (module, .item() per step)": lambda n: naive(Seed002Net().to(a.device), n, a.batch, a.device),
+        "naive (module, .item() per step)": lambda n: naive(ReLURegressionNet().to(a.device), n, a.batch, a.device),
         "lab.training.train_stream": stream,
         "train_stream + fused Adam": lambda n: stream(n, fused=True),
     }

@@ -4,6 +4,9 @@ A claim is a finding only when it holds at any seed: the chapter measures it ove
 run) and tests an interval of the replicate statistic against a threshold from theory. `Estimate` carries the
 value, its interval and how it was made; its tests (`above`, `below`, `within`, `excludes`) are False whenever
 the interval is not finite.
+
+Attributes:
+    LEVEL: the default confidence level of every interval here, 0.95.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+__all__ = ["LEVEL", "Estimate", "t_interval", "median_interval", "bootstrap_interval", "proportion", "replicate_seeds"]
+
 LEVEL = 0.95
 
 
@@ -23,7 +28,29 @@ def _finite(*xs: float) -> bool:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A replicate statistic with a confidence interval: value, [low, high], the number of replicates, the method."""
+    """A replicate statistic with a confidence interval: value, [low, high], the number of replicates, the method.
+
+    Made by `t_interval`, `median_interval`, `bootstrap_interval` and `proportion`; immutable. A method that cannot
+    give an interval (too few replicates, a NaN among them) returns NaN value and ends, and every test on such an
+    estimate is False, so a claim can never pass on missing data. ``format(e, ".2f")`` and ``str(e)`` give
+    "value [low, high]" (".3g" by default).
+
+    Attributes:
+        value: the statistic (mean, geometric mean, median, share, ...), a float.
+        low: the interval's lower end.
+        high: the interval's upper end.
+        n: the number of values (replicates or measurements) it was computed from.
+        method: how it was made, e.g. "t-interval of the mean".
+        level: the confidence level of [low, high] (LEVEL by default).
+
+    Example:
+        >>> from lab.stats import Estimate
+        >>> e = Estimate(1.0, 0.5, 1.5, 5, "demo")
+        >>> e.above(0.4), e.below(1.2), e.within(0.0, 2.0), e.excludes(2.0), f"{e:.2f}"
+        (True, False, True, True, '1.00 [0.50, 1.50]')
+        >>> Estimate(float("nan"), 0.0, 1.0, 3, "demo").above(-1.0)
+        False
+    """
 
     value: float
     low: float
@@ -38,23 +65,60 @@ class Estimate:
         return _finite(self.value, self.low, self.high)
 
     def above(self, threshold: float) -> bool:
-        """The whole interval lies above threshold (False when anything is NaN)."""
+        """The whole interval lies above threshold (False when anything is NaN).
+
+        Args:
+            threshold: the number to compare with (e.g. from theory).
+
+        Returns:
+            True when low > threshold and everything is finite.
+        """
         return self.finite and _finite(threshold) and self.low > threshold
 
     def below(self, threshold: float) -> bool:
-        """The whole interval lies below threshold (False when anything is NaN)."""
+        """The whole interval lies below threshold (False when anything is NaN).
+
+        Args:
+            threshold: the number to compare with.
+
+        Returns:
+            True when high < threshold and everything is finite.
+        """
         return self.finite and _finite(threshold) and self.high < threshold
 
     def within(self, lo: float, hi: float) -> bool:
-        """The whole interval lies inside [lo, hi] (False when anything is NaN)."""
+        """The whole interval lies inside [lo, hi] (False when anything is NaN).
+
+        Args:
+            lo: lower bound of the allowed range.
+            hi: upper bound of the allowed range.
+
+        Returns:
+            True when lo <= low and high <= hi and everything is finite.
+        """
         return self.finite and _finite(lo, hi) and lo <= self.low and self.high <= hi
 
     def excludes(self, value: float) -> bool:
-        """The interval does not contain value (False when anything is NaN: a NaN interval excludes nothing)."""
+        """The interval does not contain value (False when anything is NaN: a NaN interval excludes nothing).
+
+        Args:
+            value: the number that should lie outside, e.g. 0 for "there is an effect" or 1 for "the ratio differs
+                from 1".
+
+        Returns:
+            True when value < low or value > high and everything is finite.
+        """
         return self.finite and _finite(value) and not self.low <= value <= self.high
 
     def numbers(self, name: str) -> dict[str, float | int]:
-        """{name, name_low, name_high, name_n}: the estimate as claim numbers."""
+        """{name, name_low, name_high, name_n}: the estimate as claim numbers.
+
+        Args:
+            name: the key prefix, e.g. "slope".
+
+        Returns:
+            A dict with the value, the two ends (floats) and n (an int) under those four keys.
+        """
         return {name: float(self.value), f"{name}_low": float(self.low), f"{name}_high": float(self.high),
                 f"{name}_n": int(self.n)}
 
@@ -79,8 +143,19 @@ def t_interval(values: Iterable[float], level: float = LEVEL, log: bool = False)
     """Mean of the replicates with a Student-t interval; `log=True` works on log values and reports the geometric
     mean and its interval (for positive ratios and scales). Any NaN or non-positive value under log gives NaN.
 
-    >>> e = t_interval([1.0, 2.0, 3.0]); round(e.value, 3), round(e.low, 3), round(e.high, 3)
-    (2.0, -0.484, 4.484)
+    Args:
+        values: one number per replicate (any iterable of floats; flattened).
+        level: confidence level of the interval.
+        log: work on log values and report the geometric mean and its interval (exp of the log-scale ends).
+
+    Returns:
+        An `Estimate` (method "t-interval of the mean" or "... of the geometric mean"); all NaN with fewer than 2
+        values, any non-finite value, or a value <= 0 under log.
+
+    Example:
+        >>> from lab.stats import t_interval
+        >>> e = t_interval([1.0, 2.0, 3.0]); round(e.value, 3), round(e.low, 3), round(e.high, 3)
+        (2.0, -0.484, 4.484)
     """
     a = _clean(values)
     method = "t-interval of the " + ("geometric mean" if log else "mean")
@@ -100,6 +175,20 @@ def median_interval(values: Iterable[float], level: float = LEVEL) -> Estimate:
     """Median of the replicates with a distribution-free (order-statistic) interval, scipy.stats.quantile_test.
 
     Needs at least 6 replicates for a 95% interval (with fewer the interval is NaN, so any test on it fails).
+
+    Args:
+        values: one number per replicate (any iterable of floats; flattened).
+        level: confidence level of the interval.
+
+    Returns:
+        An `Estimate` whose ends are order statistics of the values; value, low and high are all NaN with fewer
+        than 2 values or any non-finite one, and low/high are NaN when there are too few values for `level`.
+
+    Example:
+        >>> from lab.stats import median_interval
+        >>> e = median_interval(range(1, 11))
+        >>> e.value, e.low, e.high, median_interval([1.0, 2.0, 3.0]).finite
+        (5.5, 2.0, 9.0, False)
     """
     a = _clean(values)
     n = len(a)
@@ -114,7 +203,27 @@ def median_interval(values: Iterable[float], level: float = LEVEL) -> Estimate:
 def bootstrap_interval(values: Iterable[float], statistic=np.median, level: float = LEVEL, n_resamples: int = 2000,
                        seed: int = 0) -> Estimate:
     """A statistic of pooled measurements with a BCa bootstrap interval (scipy.stats.bootstrap); for samples of
-    dozens of values or more (few replicates are better served by t_interval)."""
+    dozens of values or more (few replicates are better served by t_interval).
+
+    Args:
+        values: the pooled measurements (any iterable of floats; flattened).
+        statistic: a function of a 1-D float64 array returning a number (np.median, np.mean, ...); given an
+            `axis` argument scipy calls it vectorized.
+        level: confidence level of the interval.
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling generator (the interval is reproducible for a given seed).
+
+    Returns:
+        An `Estimate`: statistic(values) with the BCa interval; all NaN with fewer than 3 values or any non-finite
+        one; a zero-width interval when all values are equal.
+
+    Example:
+        >>> import numpy as np
+        >>> from lab.stats import bootstrap_interval
+        >>> e = bootstrap_interval(np.random.default_rng(0).normal(size=50), n_resamples=200)
+        >>> e.n, e.method, bool(e.low <= e.value <= e.high)
+        (50, 'median, BCa bootstrap interval', True)
+    """
     a = _clean(values)
     n = len(a)
     method = f"{getattr(statistic, '__name__', 'statistic')}, BCa bootstrap interval"
@@ -131,8 +240,21 @@ def bootstrap_interval(values: Iterable[float], statistic=np.median, level: floa
 def proportion(successes: int | Iterable[bool], n: int | None = None, level: float = LEVEL) -> Estimate:
     """The share of replicates in which something holds, with the exact (Clopper-Pearson) binomial interval.
 
-    >>> p = proportion([True] * 8); p.value, round(p.low, 3)
-    (1.0, 0.631)
+    Args:
+        successes: either one flag per replicate (an iterable of bools), or, with `n`, the number of successes.
+        n: the number of replicates when `successes` is a count; None when it is a list of flags.
+        level: confidence level of the interval.
+
+    Returns:
+        An `Estimate` of the share k / n in [0, 1]; all NaN when there are no replicates.
+
+    Raises:
+        ValueError: (from scipy.stats.binomtest) when a count is negative or larger than n.
+
+    Example:
+        >>> from lab.stats import proportion
+        >>> p = proportion([True] * 8); p.value, round(p.low, 3)
+        (1.0, 0.631)
     """
     if n is None:
         flags = [bool(x) for x in successes]  # type: ignore[union-attr]
@@ -150,8 +272,20 @@ def replicate_seeds(seed: int, n_reps: int) -> list[int]:
     """The seeds of n_reps replicates for chapter seed `seed`: disjoint blocks of 1,000, so that runs at different
     chapter seeds never share a replicate.
 
-    >>> replicate_seeds(0, 3), replicate_seeds(2, 2)
-    ([0, 1, 2], [2000, 2001])
+    Args:
+        seed: the chapter's seed, a non-negative int.
+        n_reps: number of replicates, 1 <= n_reps <= 1000.
+
+    Returns:
+        [1000·seed, 1000·seed + 1, ..., 1000·seed + n_reps − 1], a list of ints.
+
+    Raises:
+        ValueError: when n_reps is outside [1, 1000].
+
+    Example:
+        >>> from lab.stats import replicate_seeds
+        >>> replicate_seeds(0, 3), replicate_seeds(2, 2)
+        ([0, 1, 2], [2000, 2001])
     """
     if not 1 <= n_reps <= 1000:
         raise ValueError(f"parameter 'n_reps' = {n_reps} is not allowed: expected an integer in [1, 1000]")

@@ -10,10 +10,9 @@ from lab.behavior import (
     null_space,
     output_second_derivative,
 )
-from lab.hessian import dense_hessian
-from lab.linalg import numerical_rank
+from lab.curvature import dense_hessian, numerical_rank
+from lab.flat import make_forward
 from lab.models import SimpleMLP, linear_regression
-from lab.params import make_forward
 
 
 @pytest.fixture()
@@ -114,3 +113,16 @@ def test_walk_steps_leave_the_tangent_plane_at_first_order_in_the_step(net) -> N
         med[step] = float(np.median(w.chord_dot))
     slope = np.polyfit(np.log(list(med)), np.log(list(med.values())), 1)[0]
     assert 0.7 < slope < 1.3
+
+
+def test_relu_activity_counts_dead_kinked_and_linear_units() -> None:
+    from lab.behavior import relu_activity
+
+    x = torch.linspace(-1, 1, 11, dtype=torch.float64)[:, None]
+    w = torch.tensor([[1.0], [1.0], [1.0]], dtype=torch.float64)
+    b = torch.tensor([0.05, 5.0, -5.0], dtype=torch.float64)               # kinked, always on, never on
+    a = relu_activity(x, w, b)
+    assert (a.kinked, a.linear) == (1, 1)
+    assert a.on.shape == (11, 3) and a.span.shape == (11, 1 + 3 * 2)
+    assert torch.equal(a.span[:, 5:], torch.zeros(11, 2, dtype=torch.float64))   # the dead unit spans nothing
+    assert torch.equal(a.span[:, 3:5], torch.cat([x, torch.ones_like(x)], 1))    # the linear one: x and 1

@@ -102,7 +102,7 @@ def test_unknown_source_raises_naming_source() -> None:
 
 @pytest.mark.parametrize("cond", [1.0, 10.0, 1e3, 1e6])
 def test_linear_regression_condition_number(cond: float) -> None:
-    x, y, w = data.linear_regression(n=200, d=10, cond=cond, seed=3)
+    x, y, w = data.linear_regression_data(n=200, d=10, cond=cond, seed=3)
     assert x.shape == (200, 10) and y.shape == (200,) and w.shape == (10,) and x.dtype == torch.float64
     sv = torch.linalg.svdvals(x)
     got = (sv[0] / sv[-1]).item() ** 2  # cond(XᵀX) = cond(X)²
@@ -112,23 +112,23 @@ def test_linear_regression_condition_number(cond: float) -> None:
 
 
 def test_linear_regression_noise_and_seed() -> None:
-    x, y, w = data.linear_regression(n=500, d=5, noise=0.1, seed=0)
+    x, y, w = data.linear_regression_data(n=500, d=5, noise=0.1, seed=0)
     resid = y - x @ w
     assert 0.08 < resid.std().item() < 0.12
-    x0, y0, _ = data.linear_regression(n=500, d=5, noise=0.0, seed=0)
+    x0, y0, _ = data.linear_regression_data(n=500, d=5, noise=0.0, seed=0)
     assert torch.equal(x0, x) and torch.allclose(y0, x @ w, rtol=0, atol=1e-12)
-    x1, _, _ = data.linear_regression(n=500, d=5, noise=0.1, seed=1)
+    x1, _, _ = data.linear_regression_data(n=500, d=5, noise=0.1, seed=1)
     assert not torch.equal(x1, x)
     with pytest.raises(ValueError, match="'cond'"):
-        data.linear_regression(cond=0.5)
+        data.linear_regression_data(cond=0.5)
 
 
 def test_seed002_target_formula() -> None:
     x = torch.tensor([[9.0, 2.0, 3.0, 4.0], [0.0, 0.0, -5.0, 7.0], [1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
-    got = data.seed002_target(x)
+    got = data.ratio_target(x)
     want = torch.tensor([3 * 4 / (1e-3 + 4), -5 * 7 / 1e-3, 1 / 1e-3], dtype=torch.float64)
     torch.testing.assert_close(got, want, rtol=1e-15, atol=0)
     g = torch.Generator().manual_seed(0)
     r = torch.randn(50, 3, generator=g, dtype=torch.float64)
     want = np.array([a[2] * a[1] / (1e-3 + a[0] ** 2) for a in r.tolist()])
-    np.testing.assert_allclose(data.seed002_target(r).numpy(), want, rtol=1e-14)
+    np.testing.assert_allclose(data.ratio_target(r).numpy(), want, rtol=1e-14)

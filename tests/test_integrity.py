@@ -11,14 +11,13 @@ import torch
 from torch import nn
 
 from lab.checks import NonFiniteError, TrainModeError, mode_dependent_modules, require_finite
-from lab.data import seed002_target
-from lab.hessian import hutchinson_trace, power_iteration, slq_density, top_eigs
-from lab.models import Seed002Net, SimpleMLP
-from lab.noise import crossover_h, ecnoise, fit_exponent, minibatch_loss_std
-from lab.params import make_forward, make_loss_fn
-from lab.schedules import spike_count
-from lab.surfaces import Surface, line, nonconvex_fraction, plane
-from lab.training import DivergenceWarning, lr_range_test, train, train_replicates, train_stream
+from lab.curvature import hutchinson_trace, power_iteration, slq_density, top_eigs
+from lab.data import ratio_target
+from lab.flat import make_forward, make_loss_fn
+from lab.landscape import Surface, line, nonconvex_fraction, plane
+from lab.models import ReLURegressionNet, SimpleMLP
+from lab.numerics import crossover_h, ecnoise, fit_exponent, minibatch_loss_std
+from lab.training import DivergenceWarning, lr_range_test, spike_count, train, train_replicates, train_stream
 
 
 def _quadratic(scale: float = 1.0):
@@ -52,18 +51,18 @@ def test_train_warns_when_the_loss_grows_a_millionfold() -> None:
 
 def _seed002():
     torch.manual_seed(0)
-    forward, theta, _ = make_forward(Seed002Net())
+    forward, theta, _ = make_forward(ReLURegressionNet())
     return forward, theta
 
 
 def test_stream_training_stops_on_divergence_but_a_range_test_may_diverge() -> None:
     forward, theta = _seed002()
     with pytest.raises(NonFiniteError, match="train_stream: the run went non-finite at step"):
-        train_stream(forward, theta, seed002_target, 60, batch=64, opt="sgd", lr=1e6)
+        train_stream(forward, theta, ratio_target, 60, batch=64, opt="sgd", lr=1e6)
     with pytest.raises(NonFiniteError, match=r"train_replicates: the run \(replicate \d\) went non-finite"):
-        train_replicates(forward, torch.stack([theta, theta]), seed002_target, 60, seeds=[0, 1], batch=64,
+        train_replicates(forward, torch.stack([theta, theta]), ratio_target, 60, seeds=[0, 1], batch=64,
                          opt="sgd", lr=1e6)
-    rt = lr_range_test(forward, theta, seed002_target, lr_min=1e-3, lr_max=1e4, steps=60, batch=64)
+    rt = lr_range_test(forward, theta, ratio_target, lr_min=1e-3, lr_max=1e4, steps=60, batch=64)
     assert np.isfinite(rt.suggestion)
 
 
@@ -98,7 +97,7 @@ def test_curvature_estimators_name_a_non_finite_hessian_product() -> None:
                  lambda: hutchinson_trace(bad, th, n=4), lambda: slq_density(bad, th, n_runs=1, m=3)):
         with pytest.raises(NonFiniteError, match="Hessian-vector product at θ is not finite"):
             call()
-    with pytest.raises(NonFiniteError, match="hvp_operator: θ"):
+    with pytest.raises(NonFiniteError, match="HessianOperator: θ"):
         top_eigs(_quadratic(), torch.full((6,), float("nan")), k=1)
 
 
@@ -160,7 +159,7 @@ def test_make_loss_fn_copies_the_callers_data_in_every_dtype() -> None:
 def test_loss_noise_retries_a_spacing_at_which_the_loss_overflows() -> None:
     """Values that overflow further along the line mean "h too large" (retried at h/2), not an error: ecnoise
     refuses non-finite input, so loss_noise must not hand them on."""
-    from lab.noise import loss_noise
+    from lab.numerics import loss_noise
 
     # finite near θ = 0, inf beyond t = 1e-3 along any direction: the first spacing tried (1) overflows
     f = lambda th: torch.where(th.abs().max() < 1e-3, 1.0 + 1e-7 * torch.sin(1e9 * th).sum(),  # noqa: E731

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lab.models import ACTIVATIONS, Seed002Net, SimpleMLP, linear_regression
+from lab.models import ACTIVATIONS, ReLURegressionNet, SimpleMLP, linear_regression
 
 
 def _count(width: int, depth: int, in_dim: int, out_dim: int) -> int:
@@ -50,11 +50,11 @@ def test_bad_width_depth(width: int, depth: int) -> None:
 
 
 def test_seed002_net_shape_and_size() -> None:
-    net = Seed002Net()
+    net = ReLURegressionNet()
     out = net(torch.randn(17, 3))
     assert out.shape == (17, 1)
     assert sum(p.numel() for p in net.parameters()) == (3 * 100 + 100) + (100 * 100 + 100) + (100 + 1)
-    assert Seed002Net(hidden=8)(torch.randn(2, 3)).shape == (2, 1)
+    assert ReLURegressionNet(hidden=8)(torch.randn(2, 3)).shape == (2, 1)
 
 
 def test_linear_regression_module() -> None:

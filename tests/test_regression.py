@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from lab.data import linear_regression as regression_data
+from lab.data import linear_regression_data as regression_data
+from lab.flat import make_loss_fn
 from lab.models import linear_regression
-from lab.params import make_loss_fn
-from lab.probes import doubling_probe
+from lab.numerics import doubling_probe
 from lab.regression import Quadratic, fit_quadratic, huber, kink_distances, l1, log_cosh, lstsq, mse_along, mse_hessian
 
 

@@ -1,0 +1,34 @@
+"""Curvature of a loss of the flat parameter vector: operators, spectra, traces, rank.
+
+Build an operator once per θ and hand it to every estimator::
+
+    from lab.curvature import hvp_operator, top_eigs, hutchpp_trace, slq_density
+    op = hvp_operator(loss_fn, theta)            # or minibatch_hvp_operator / dataloader_hvp_operator
+    top_eigs(op, k=5); hutchpp_trace(op, n=99); slq_density(op)
+
+Every estimator also takes (loss_fn, theta) and builds the Hessian operator itself.
+"""
+from lab.curvature.operators import (
+    DataLoaderOperator,
+    DenseOperator,
+    HessianOperator,
+    LinearOperator,
+    LossFn,
+    WeightedSum,
+    as_operator,
+    dataloader_hvp_operator,
+    dense_hessian,
+    directional_curvature,
+    hvp,
+    hvp_operator,
+    minibatch_hvp_operator,
+)
+from lab.curvature.rank import Rank, condition_number, numerical_rank, rank_tolerance, singular_values
+from lab.curvature.spectrum import WHICH, Eigs, lanczos, power_iteration, slq_density, spectral_density, top_eigs
+from lab.curvature.trace import hutchinson_trace, hutchpp_trace, xtrace
+
+__all__ = ["LossFn", "LinearOperator", "HessianOperator", "WeightedSum", "DenseOperator", "DataLoaderOperator",
+           "as_operator", "hvp", "hvp_operator", "directional_curvature", "minibatch_hvp_operator",
+           "dataloader_hvp_operator", "dense_hessian", "Eigs", "WHICH", "top_eigs", "power_iteration", "lanczos",
+           "slq_density", "spectral_density", "hutchinson_trace", "hutchpp_trace", "xtrace", "Rank", "numerical_rank",
+           "rank_tolerance", "condition_number", "singular_values"]

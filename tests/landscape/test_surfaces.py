@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from lab.data import pooled
+from lab.flat import make_loss_fn
+from lab.landscape import Surface, plane, trajectory_pca
+from lab.models import ResidualMLP, SimpleMLP
+from lab.workbook.saving import load_surface, save_surface
+
+
+@pytest.fixture()
+def problem():
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 6, dtype=torch.float64), torch.randint(0, 3, (30,))
+    loss_fn, theta, _ = make_loss_fn(SimpleMLP(5, 1, in_dim=6, out_dim=3).double(), x, y)
+    return loss_fn, theta.double()
+
+
+def test_plane_equals_pointwise_and_round_trips(problem, tmp_path) -> None:
+    loss_fn, theta = problem
+    d1, d2 = torch.randn_like(theta), torch.randn_like(theta)
+    a, b = np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 3)
+    s = plane(loss_fn, theta, d1, d2, a, b, chunk_size=4, meta={"kind": "test"})
+    assert s.loss.shape == (3, 5)
+    for j, bj in enumerate(b):
+        for i, ai in enumerate(a):
+            assert s.loss[j, i] == pytest.approx(float(loss_fn(theta + ai * d1 + bj * d2)), rel=1e-12)
+    back = load_surface(save_surface(s, tmp_path / "s.npz"))
+    assert np.array_equal(back.loss, s.loss) and np.array_equal(back.a, a) and back.meta == {"kind": "test"}
+
+
+def test_trajectory_pca_recovers_a_line() -> None:
+    torch.manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(20, dtype=torch.float64), dim=0)
+    traj = torch.stack([t * u for t in torch.linspace(-3, 0, 12, dtype=torch.float64)])
+    traj += 1e-6 * torch.randn_like(traj)
+    dirs, coords, ratio = trajectory_pca(traj, k=2)
+    assert abs(float(dirs[:, 0] @ u)) == pytest.approx(1.0, abs=1e-6)
+    assert ratio[0] > 0.999 and coords.shape == (12, 2)
+
+
+def test_residual_mlp_and_pooling() -> None:
+    net = ResidualMLP(width=8, depth=3, in_dim=49, out_dim=10)
+    x = pooled(torch.randn(4, 784))
+    assert x.shape == (4, 49) and net(x).shape == (4, 10)
+    img = torch.arange(784.0).reshape(1, 784)
+    assert float(pooled(img)[0, 0]) == pytest.approx(float(img.reshape(28, 28)[:4, :4].mean()))
+    with pytest.raises(ValueError, match="'activation'"):
+        ResidualMLP(activation="swishy")
+
+
+def test_nonconvex_fraction_on_known_surfaces() -> None:
+    from lab.landscape import nonconvex_fraction
+    a = np.linspace(-1, 1, 11)
+    aa, bb = np.meshgrid(a, a)
+    assert nonconvex_fraction(Surface(a, a, aa**2 + bb**2)) == 0.0          # a bowl
+    assert nonconvex_fraction(Surface(a, a, aa**2 - bb**2)) == 1.0          # a saddle everywhere
+    assert nonconvex_fraction(Surface(a, a, np.cos(3 * aa))) == pytest.approx(
+        np.mean(-np.cos(3 * aa[1:-1, 1:-1]) < 0))                            # concave where cos > 0
+
+
+def test_line_equals_pointwise(problem) -> None:
+    from lab.landscape import line
+    loss_fn, theta = problem
+    d = torch.randn_like(theta)
+    t = np.linspace(-1, 1, 7)
+    assert np.allclose(line(loss_fn, theta, d, t, chunk_size=3), [float(loss_fn(theta + ti * d)) for ti in t],
+                       rtol=1e-12)
+
+
+def test_random_walk_pca_matches_brute_force_simulation() -> None:
+    """The Wishart shortcut gives the same distribution of explained variance as PCA of drawn random walks."""
+    from lab.landscape import random_walk_pca, trajectory_pca
+
+    steps = np.linspace(1.0, 0.2, 20)
+    fast = random_walk_pca(steps, dim=400, k=2, n_walks=300, seed=0)
+    rng = np.random.default_rng(1)
+    brute = []
+    for _ in range(150):
+        inc = rng.standard_normal((20, 400))
+        inc *= (steps / np.linalg.norm(inc, axis=1))[:, None]
+        walk = np.vstack([np.zeros(400), np.cumsum(inc, 0)])
+        brute.append(trajectory_pca(torch.from_numpy(walk), k=2)[2])
+    brute = np.array(brute)
+    assert abs(fast[:, 0].mean() - brute[:, 0].mean()) < 0.02 and abs(fast[:, 1].mean() - brute[:, 1].mean()) < 0.02
+    assert 0.5 < fast[:, 0].mean() < 0.9                     # a random walk looks low-dimensional too
+    with pytest.raises(ValueError, match="random_walk_pca"):
+        random_walk_pca(np.array([1.0]), dim=10)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_plane_and_line_form_points_chunk_by_chunk_with_the_same_values(chunk: int) -> None:
+    """Points are formed one chunk at a time (memory chunk × P, not the grid's S² × P), bit for bit as the whole
+    grid at once would give them."""
+    from lab.flat import batched
+    from lab.landscape import line
+
+    torch.manual_seed(0)
+    model = SimpleMLP(width=8, depth=1, in_dim=5, out_dim=3)
+    x, y = torch.randn(30, 5), torch.randint(0, 3, (30,))
+    loss_fn, theta, _ = make_loss_fn(model, x, y)
+    d1, d2 = torch.randn(theta.numel()), torch.randn(theta.numel())
+    a, b = np.linspace(-1, 1, 9), np.linspace(-0.5, 0.5, 5)
+    s = plane(loss_fn, theta, d1, d2, a, b, chunk_size=chunk)
+    aa, bb = np.meshgrid(a, b)
+    ta = torch.as_tensor(aa.reshape(-1))[:, None]
+    tb = torch.as_tensor(bb.reshape(-1))[:, None]
+    pts = (theta.double()[None] + ta * d1.double()[None] + tb * d2.double()[None]).float()
+    np.testing.assert_array_equal(s.loss.ravel(), batched(loss_fn, pts, chunk).double().numpy())
+    t = np.linspace(-2, 2, 11)
+    pts = (theta.double()[None] + torch.as_tensor(t)[:, None] * d1.double()[None]).float()
+    np.testing.assert_array_equal(line(loss_fn, theta, d1, t, chunk_size=chunk),
+                                  batched(loss_fn, pts, chunk).double().numpy())

@@ -1,0 +1,160 @@
+"""Tests for lab.workbook.claims: verdict lines, numbers lines and the record of each claim."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from lab.workbook.claims import Claim, Claims
+
+VERDICT = re.compile(r"^C\d+[a-z]? (PASS|FAIL)  .+$")
+
+
+def _claims() -> Claims:
+    return Claims("01", {"C1": "noise floor is flat", "C2": "curvature is positive", "C3a": "never checked"})
+
+
+def test_verdict_line_format() -> None:
+    assert Claim("C1", "noise floor is flat", True).verdict() == "C1 PASS  noise floor is flat"
+    assert Claim("C2", "curvature is positive", False).verdict() == "C2 FAIL  curvature is positive"
+    assert VERDICT.match(Claim("C3a", "x", True).verdict())
+
+
+def test_check_outside_ipython_prints_numbers_line(capsys: pytest.CaptureFixture[str]) -> None:
+    c = _claims()
+    assert c.check("C1", True, sigma=1.23456e-7, n=3, name="adam") is None  # nothing echoed in a notebook
+    out = capsys.readouterr().out
+    assert out == "C1 [PASS] sigma=1.23e-07, n=3, name=adam\n"
+    assert c.results["C1"].passed is True
+    c.check("C2", 0, ratio=float("nan"))
+    assert capsys.readouterr().out == "C2 [FAIL] ratio=nan (non-finite: ratio)\n"
+
+
+def test_numbers_recorded_as_plain_values() -> None:
+    c = _claims()
+    c.check("C1", np.bool_(True), a=np.float64(0.5), b=torch.tensor(2.5), k=np.int64(4), xs=(1, np.float32(2.0)),
+            t=torch.tensor(3), none=None, flag=np.True_)
+    rec = c.results["C1"]
+    assert rec.passed is True
+    assert rec.numbers == {"a": 0.5, "b": 2.5, "k": 4, "xs": [1, 2.0], "t": 3, "none": None, "flag": True}
+    assert type(rec.numbers["a"]) is float and type(rec.numbers["b"]) is float and type(rec.numbers["k"]) is int
+    assert type(rec.numbers["flag"]) is bool
+
+
+def test_verdicts_prints_all_with_unchecked_fail(capsys: pytest.CaptureFixture[str]) -> None:
+    c = _claims()
+    c.check("C1", True, x=1)
+    c.check("C2", False, x=2)
+    capsys.readouterr()
+    c.verdicts()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["C1 PASS  noise floor is flat", "C2 FAIL  curvature is positive",
+                     "C3a FAIL  never checked (not computed)"]
+    assert all(VERDICT.match(s) for s in lines)
+    c.verdicts("C3a")
+    assert capsys.readouterr().out == "C3a FAIL  never checked (not computed)\n"
+    assert c.all_passed is False
+
+
+def test_all_passed() -> None:
+    c = Claims("02", {"C1": "a", "C2": "b"})
+    c.check("C1", True)
+    assert c.all_passed is False  # C2 not computed
+    c.check("C2", True)
+    assert c.all_passed is True
+    c.check("C2", False)  # re-checking replaces the verdict
+    assert c.all_passed is False
+
+
+def test_unknown_claim_raises() -> None:
+    c = _claims()
+    with pytest.raises(KeyError, match="C9"):
+        c.check("C9", True)
+    assert "C9" not in c.results
+    with pytest.raises(KeyError):
+        c.verdicts("C9")
+
+
+def test_nan_never_passes_unless_allowed(capsys: pytest.CaptureFixture[str]) -> None:
+    c = _claims()
+    c.check("C1", True, alpha=float("nan"), low=-0.1)
+    assert c.results["C1"].passed is False and "non-finite: alpha" in c.results["C1"].note
+    c.check("C2", True, first_flip=float("nan"), allow_nonfinite=("first_flip",))
+    assert c.results["C2"].passed is True
+    c.check("C3a", True, time=float("inf"))
+    assert c.results["C3a"].passed is False
+
+
+def test_estimates_expand_and_nan_interval_fails() -> None:
+    from lab.stats import t_interval
+
+    c = _claims()
+    c.check("C1", True, slope=t_interval([1.0, 1.1, 0.9]))
+    assert set(c.results["C1"].numbers) == {"slope", "slope_low", "slope_high", "slope_n"}
+    assert c.results["C1"].passed is True
+    c.check("C2", True, slope=t_interval([1.0]))             # one replicate: no interval
+    assert c.results["C2"].passed is False
+
+
+def test_declared_once_introduced_checked_and_concluded(capsys: pytest.CaptureFixture[str]) -> None:
+    """The declaration drives the introduction's list and the conclusion, which quotes the check's numbers and
+    switches to the failure text when the verdict is FAIL."""
+    from lab.stats import t_interval
+
+    c = Claims("09")
+    c.declare("C1", "the slope is one", test="t-interval inside [0.9, 1.1]", margin="theory says 1",
+              conclusion="slope {slope} over {n:d} runs", if_fail="slope {slope} is not one")
+    c.declare("C2", "the sign is positive")
+    with pytest.raises(KeyError):
+        c.declare("C1", "again")
+    with pytest.raises(ValueError, match="one line"):
+        c.declare("C3", "two\nlines")
+    intro = c.introduce()
+    assert "**C1** the slope is one." in intro and "*Tested:* t-interval inside [0.9, 1.1]" in intro
+    assert "*Threshold:* theory says 1" in intro and "**C2** the sign is positive." in intro
+    c.check("C1", True, slope=t_interval([1.0, 1.02, 0.98]), n=3)
+    capsys.readouterr()
+    text = c.conclude("Preamble.")
+    assert text.startswith("Preamble.")
+    assert "- **C1** (PASS) slope 1 [0.95, 1.05] over 3 runs" in text
+    assert "- **C2** (not computed) the sign is positive." in text
+    c.check("C1", False, slope=t_interval([2.0, 2.1, 1.9]), n=3)
+    assert "(FAIL) slope 2 [" in c.conclude() and "is not one" in c.conclude()
+
+
+def test_claim_records_are_strict_json() -> None:
+    """Jupyter refuses NaN in JSON: a record's numbers stay JSON numbers and a non-finite one is null, never the
+    string 'nan'."""
+    import json
+
+    from lab.workbook.claims import _json_number
+
+    rec = {k: _json_number(v) for k, v in {"a": float("nan"), "b": [1.0, float("inf")], "c": 2}.items()}
+    assert json.loads(json.dumps(rec, allow_nan=False)) == {"a": None, "b": [1.0, None], "c": 2}
+
+
+def test_numbers_outside_their_possible_range_fail() -> None:
+    """A share of 1.36 or a negative std is garbage: the claim FAILs whatever the test said, and says why."""
+    from lab.stats import Estimate, proportion
+
+    c = Claims("99", {"C1": "a share", "C2": "a share", "C3": "a proportion", "C4": "in range"})
+    c.check("C1", True, ranges={"share": (0, 1)}, share=1.36)
+    c.check("C2", True, ranges={"share": (0, 1)}, share=Estimate(0.9, 0.6, 1.4, 5, "t"))
+    c.check("C3", True, p=Estimate(1.2, 0.9, 1.0, 5, "share, Clopper-Pearson interval"))
+    c.check("C4", True, ranges={"share": (0, 1)}, share=0.5, p=proportion([True] * 5))
+    assert [c.results[k].passed for k in ("C1", "C2", "C3", "C4")] == [False, False, False, True]
+    assert "outside its possible range" in c.results["C1"].note
+    with pytest.raises(KeyError, match="ranges given"):
+        c.check("C4", True, ranges={"nope": (0, 1)}, share=0.5)
+
+
+def test_nan_inside_lists_and_arrays_never_passes() -> None:
+    c = Claims("99", {"C1": "a list", "C2": "an array", "C3": "a list in range", "C4": "fine"})
+    c.check("C1", True, vals=[float("nan"), 1.0])
+    c.check("C2", True, v=np.array([np.nan, 2.0]))
+    c.check("C3", True, v=[2.0], ranges={"v": (0, 1)})
+    c.check("C4", True, v=np.array([0.5, 1.0]), ranges={"v": (0, 1)})
+    assert [c.results[k].passed for k in ("C1", "C2", "C3", "C4")] == [False, False, False, True]
+    assert c.results["C4"].numbers["v"] == [0.5, 1.0]  # arrays are recorded as lists of numbers
