@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,7 +72,5 @@ def train_mnist_mlp(seed: int, n_train: int, width: int, depth: int, steps: int,
     if steps:
         theta, history = train(loss_fn, theta0, steps, opt=opt, lr=lr, **train_kwargs)
     else:
-        import numpy as np
-
         theta, history = theta0, History(np.zeros(0), np.zeros(0))
     return TrainedNet(data, model, loss_fn, spec, theta0, theta, history)

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from lab.workbook.paths import ROOT, figure_dir
+from lab.workbook.paths import figure_dir
 
 DPI = 120
 KEY_FIGURE_MIMETYPE = "application/vnd.lab.key-figure+json"
@@ -56,4 +56,4 @@ def loss_contourf(ax: plt.Axes, surf, levels: int = 30, cmap: str = "viridis", l
     return cs
 
 
-__all__ = ["DPI", "KEY_FIGURE_MIMETYPE", "ROOT", "style", "save_fig", "loss_contourf"]
+__all__ = ["DPI", "KEY_FIGURE_MIMETYPE", "style", "save_fig", "loss_contourf"]
