@@ -11,7 +11,8 @@ from torch.func import functional_call, vmap
 from lab.checks import require_eval_mode, require_finite
 
 __all__ = ["mse", "LOSSES", "FlatSpec", "flatten", "unflatten", "layer_slices", "make_forward", "make_loss_fn",
-           "loss_from_forward", "make_batch_loss_fn", "Forward", "per_sample_losses", "chunk_size_for", "batched"]
+           "loss_from_forward", "make_batch_loss_fn", "Forward", "LossParts", "per_sample_losses", "chunk_size_for",
+           "batched"]
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -105,6 +106,28 @@ def make_forward(model: nn.Module, allow_train_mode: bool = False) -> tuple[Forw
     return forward, theta0, spec
 
 
+@dataclass(frozen=True)
+class LossParts:
+    """What a loss function from `make_loss_fn` is made of, for evaluators that exploit the model's structure
+    (`lab.landscape.plane`'s first-layer-affine path); `loss_fn.parts` holds it.
+
+    Attributes:
+        model: the module (its parameters are never read after `make_loss_fn`: θ supplies them).
+        spec: the flat layout of θ.
+        crit: (outputs, targets) ↦ scalar mean loss.
+        x_as: (dtype, device) ↦ the inputs, a cached copy.
+        y_as: (dtype, device) ↦ the targets.
+        buffers: the model's buffers, copied.
+    """
+
+    model: nn.Module
+    spec: FlatSpec
+    crit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    x_as: Callable[[torch.dtype, torch.device], torch.Tensor]
+    y_as: Callable[[torch.dtype, torch.device], torch.Tensor]
+    buffers: dict
+
+
 def make_loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str | Callable = "cross_entropy",
                  allow_train_mode: bool = False
                  ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, FlatSpec]:
@@ -112,7 +135,8 @@ def make_loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
 
     Returns (loss_fn, theta0, spec); theta0 is a detached copy of the model's current parameters. x and y are
     copied once here, so later in-place changes to the caller's tensors never change the loss (in any dtype).
-    A model in train mode with mode-dependent modules raises TrainModeError (see make_forward).
+    A model in train mode with mode-dependent modules raises TrainModeError (see make_forward). `loss_fn.parts`
+    (a `LossParts`) says what the loss is made of.
     """
     if isinstance(loss, str) and loss not in LOSSES:
         raise ValueError(f"parameter 'loss' = {loss!r} is not allowed: expected one of {tuple(LOSSES)} or a callable")
@@ -134,6 +158,8 @@ def make_loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str |
         out = forward(theta, x_as(theta.dtype, theta.device))
         return crit(out, y_as(theta.dtype, theta.device))
 
+    loss_fn.parts = LossParts(model, spec, crit, x_as, y_as,  # type: ignore[attr-defined]
+                              {n: b.detach().clone() for n, b in model.named_buffers()})
     return loss_fn, theta0, spec
 
 

@@ -92,9 +92,12 @@ def test_random_walk_pca_matches_brute_force_simulation() -> None:
 @pytest.mark.parametrize("chunk", [1, 7, 64])
 def test_plane_and_line_form_points_chunk_by_chunk_with_the_same_values(chunk: int) -> None:
     """Points are formed one chunk at a time (memory chunk × P, not the grid's S² × P), bit for bit as the whole
-    grid at once would give them."""
+    grid at once would give them (chunk 1 is a plain loop of loss_fn calls)."""
     from lab.flat import batched
     from lab.landscape import line
+
+    def batched(f, pts, chunk, _b=batched):
+        return torch.stack([f(p) for p in pts]) if chunk == 1 else _b(f, pts, chunk)
 
     torch.manual_seed(0)
     model = SimpleMLP(width=8, depth=1, in_dim=5, out_dim=3)
@@ -102,7 +105,7 @@ def test_plane_and_line_form_points_chunk_by_chunk_with_the_same_values(chunk: i
     loss_fn, theta, _ = make_loss_fn(model, x, y)
     d1, d2 = torch.randn(theta.numel()), torch.randn(theta.numel())
     a, b = np.linspace(-1, 1, 9), np.linspace(-0.5, 0.5, 5)
-    s = plane(loss_fn, theta, d1, d2, a, b, chunk_size=chunk)
+    s = plane(loss_fn, theta, d1, d2, a, b, chunk_size=chunk, method="plain")
     aa, bb = np.meshgrid(a, b)
     ta = torch.as_tensor(aa.reshape(-1))[:, None]
     tb = torch.as_tensor(bb.reshape(-1))[:, None]
@@ -112,3 +115,57 @@ def test_plane_and_line_form_points_chunk_by_chunk_with_the_same_values(chunk: i
     pts = (theta.double()[None] + torch.as_tensor(t)[:, None] * d1.double()[None]).float()
     np.testing.assert_array_equal(line(loss_fn, theta, d1, t, chunk_size=chunk),
                                   batched(loss_fn, pts, chunk).double().numpy())
+
+
+def _seq_problem(bias: bool = True, dtype=torch.float64):
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 7, bias=bias), torch.nn.Tanh(),
+                                torch.nn.Linear(7, 3)).to(dtype).eval()
+    x, y = torch.randn(40, 3, 4, dtype=dtype), torch.randint(0, 3, (40,))
+    loss_fn, theta, _ = make_loss_fn(model, x, y)
+    g = torch.Generator().manual_seed(2)
+    return loss_fn, theta, [torch.randn(theta.numel(), generator=g, dtype=dtype) for _ in range(2)]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_first_layer_affine_plane_equals_the_plain_evaluation(bias: bool) -> None:
+    """X(W + aD₁ + bD₂)ᵀ = XWᵀ + a·XD₁ᵀ + b·XD₂ᵀ: the affine path gives the plain path's losses — to float64
+    rounding in float64, to float32 rounding in float32 — on the loop and on vmapped chunks, for line and plane."""
+    from lab.landscape import line
+
+    a, b = np.linspace(-1, 1, 7), np.linspace(-0.5, 0.5, 4)
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        loss_fn, theta, (d1, d2) = _seq_problem(bias, dtype)
+        plain = plane(loss_fn, theta, d1, d2, a, b, method="plain").loss
+        for chunk in (None, 5):
+            affine = plane(loss_fn, theta, d1, d2, a, b, method="affine", chunk_size=chunk).loss
+            np.testing.assert_allclose(affine, plain, rtol=rtol)
+        np.testing.assert_allclose(plane(loss_fn, theta, d1, d2, a, b).loss, affine, rtol=rtol)   # auto: affine
+        np.testing.assert_allclose(line(loss_fn, theta, d1, a, method="affine"),
+                                   line(loss_fn, theta, d1, a), rtol=rtol)
+    loss_fn, theta, (d1, d2) = _seq_problem(bias)
+    assert float(plane(loss_fn, theta, d1, d2, [0.0], [0.0], method="affine").loss[0, 0]) == pytest.approx(
+        float(loss_fn(theta)), rel=1e-14)
+
+
+def test_affine_path_is_taken_only_where_it_applies() -> None:
+    """'auto' falls back to the plain evaluation for a loss that is not a make_loss_fn Sequential starting with a
+    Linear layer (here: a plain lambda, a model with buffers); 'affine' there is refused in one line."""
+    from lab.landscape.surfaces import _FirstAffine
+
+    loss_fn, theta, (d1, d2) = _seq_problem()
+    assert _FirstAffine.applies(loss_fn)
+    plain_fn = lambda t: loss_fn(t)  # noqa: E731  (a loss without parts)
+    assert not _FirstAffine.applies(plain_fn)
+    a = np.linspace(-1, 1, 3)
+    np.testing.assert_array_equal(plane(plain_fn, theta, d1, d2, a, a).loss,
+                                  plane(loss_fn, theta, d1, d2, a, a, method="plain").loss)
+    with pytest.raises(ValueError, match="method='affine' needs"):
+        plane(plain_fn, theta, d1, d2, a, a, method="affine")
+    bn = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).double().eval()
+    assert not _FirstAffine.applies(make_loss_fn(bn, torch.randn(8, 4, dtype=torch.float64),
+                                                 torch.randint(0, 3, (8,)))[0])
+    with pytest.raises(ValueError, match="parameter 'method'"):
+        plane(loss_fn, theta, d1, d2, a, a, method="fast")
+    with pytest.raises(ValueError, match="parameter 'chunk_size'"):
+        plane(loss_fn, theta, d1, d2, a, a, chunk_size=0)
