@@ -1,27 +1,41 @@
 """lab against its peers on the same work, in one run: `make bench` (or `python benchmarks/bench_peers.py`).
 
 Each row times lab and the peers that do the same job (PyHessian, curvlinops, hessian-eigenthings, loss-landscapes,
-torch-lr-finder — `pip install -e .[bench]`) on one model and data set, interleaving the methods over `--reps`
-repetitions so that a noisy, shared machine slows them alike. It prints a table — accuracy, operator products
-(HVPs), time (min and median), the lab / best-peer time ratio — and writes it to results/bench.csv with the machine
-and versions. Accuracy is against a float64 reference (eigenvalues: lab's Lanczos at tol 1e-12 on the float64
-operator; traces: the dense Hessian of a 49-16-10 net, P = 970). `--quick` runs a tiny net once: a seconds-long
-correctness check (tests/test_bench.py), no timing claims.
+torch-lr-finder — `pip install -e .[bench]`; a peer that is not installed is left out and said so) on one model and
+data set: a SimpleMLP 784-100-100-10 (P = 89,610) on 4,000 MNIST images, full batch, float32. The methods of a row
+are interleaved over `--reps` repetitions (their order rotated each time) so that a noisy, shared machine slows them
+alike. Then each method runs once more for its peak memory: the resident set's high-water mark above its level
+before the call (Linux /proc/self/clear_refs, glibc's heap trimmed first and large blocks mmapped, so freed memory
+returns to the system and is not reused unseen).
 
-PyHessian's `density()` calls `torch.eig`, which torch removed in 2.x: the benchmark shims it with `torch.linalg.eigh`
-(the tridiagonal is symmetric) and says so in the row.
+The table: accuracy, operator products (HVPs), time (min and median), peak memory, and the ratios lab / best peer
+(median time, memory) — and results/bench.csv with the machine, the versions and the date. Accuracy is against a
+float64 reference: eigenvalues against lab's Lanczos at tol 1e-12 on the float64 operator; traces against the dense
+Hessian of a 49-16-10 net on pooled images (P = 970); the plane against its float64 evaluation.
+
+Set-up is timed where the method pays it (the eigen, SLQ and plane rows build their operators inside the timed call;
+the trace rows time estimators on an operator built before, as "an estimator takes a built operator" means).
+PyHessian's `density()` calls `torch.eig`, which torch removed in 2.x: the benchmark shims it with
+`torch.linalg.eigh` (the tridiagonal is symmetric) and says so in the row.
+
+`--quick` runs a tiny net once: a seconds-long correctness check (tests/test_bench.py), no timing claims.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import csv
+import ctypes
 import datetime
+import gc
+import importlib.metadata
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +55,13 @@ from lab.curvature import (  # noqa: E402
 )
 from lab.data import mnist, pooled  # noqa: E402
 from lab.flat import make_loss_fn  # noqa: E402
+from lab.landscape import directions as D  # noqa: E402
 from lab.landscape import plane  # noqa: E402
 from lab.models import SimpleMLP  # noqa: E402
 from lab.training import lr_range_test_model  # noqa: E402
+
+PEERS = {"pyhessian": "PyHessian", "curvlinops": "curvlinops-for-pytorch", "hessian_eigenthings": "hessian-eigenthings",
+         "loss_landscapes": "loss-landscapes", "torch_lr_finder": "torch-lr-finder"}
 
 
 def _peer(name: str):
@@ -51,6 +69,13 @@ def _peer(name: str):
         return __import__(name)
     except ImportError:
         return None
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 class Counter:
@@ -64,252 +89,424 @@ class Counter:
         return self.fn(*a, **k)
 
 
-def timed(fn: Callable) -> tuple[float, object]:
+# ------------------------------------------------------------------------------------------------------ memory
+_LIBC = None
+with contextlib.suppress(OSError):
+    _LIBC = ctypes.CDLL("libc.so.6")
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _memory_supported() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _LIBC is not None
+    except OSError:
+        return False
+
+
+def peak_mb(fn: Callable[[], object]) -> float | None:
+    """The resident set's peak above its level before fn(), in MB (None where /proc/self/clear_refs is not writable).
+
+    glibc is told to mmap every block over 128 kB (M_MMAP_THRESHOLD, which also stops its dynamic threshold) and its
+    heap is trimmed first, so memory freed before the call is returned to the system and the call's own allocations
+    show in the resident set."""
+    if not _memory_supported():
+        return None
+    _LIBC.mallopt(-3, 128 * 1024)   # M_MMAP_THRESHOLD
+    gc.collect()
+    _LIBC.malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")                # reset VmHWM to the current resident set
+    base = _status_kb("VmRSS")
+    fn()
+    return max(0.0, (_status_kb("VmHWM") - base) / 1024)
+
+
+# ------------------------------------------------------------------------------------------------------- rows
+@dataclass
+class Method:
+    """One way to do a row's work: `prepare(rep)` (untimed) returns a state, `run(state)` (timed) returns a dict of
+    results (hvps, err, note, ...). kind: "lab", "peer" or "ref" (a reference, e.g. the gradient: no ratio)."""
+
+    name: str
+    kind: str
+    run: Callable[[object], dict]
+    prepare: Callable[[int], object] = lambda rep: None
+    times: list = field(default_factory=list)
+    out: dict = field(default_factory=dict)
+    peak: float | None = None
+
+
+@dataclass
+class Problem:
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    loss_fn: Callable
+    theta: torch.Tensor
+    small: tuple            # (model, x, y, loss_fn, theta) of the 49-16-10 net
+    ref: dict               # float64 reference eigenvalues, "LA" and "SA" (5 each)
+    quick: bool
+
+
+def _timed(fn: Callable[[], dict]) -> tuple[float, dict]:
     t = time.perf_counter()
     out = fn()
-    return time.perf_counter() - t, out
+    return time.perf_counter() - t, (out or {})
 
 
-def setup(width: int, n_train: int, seed: int = 0):
-    data = mnist(n_train=n_train, n_test=min(1000, n_train), seed=seed, dtype=torch.float32)
-    torch.manual_seed(seed)
-    model = SimpleMLP(width=width, depth=2).eval()
-    loss_fn, theta, spec = make_loss_fn(model, data.x_train, data.y_train)
-    return data, model, loss_fn, theta, spec
-
-
-# ----------------------------------------------------------------------------------------------------- the rows
-def row_hvp(model, data, loss_fn, theta, reps):
-    """One HVP, and one gradient for the floor; lab's set-up reported apart."""
-    pyh = _peer("pyhessian")
-    v = torch.randn(theta.numel())
-    res = {}
-    setup_t, op = timed(lambda: (lambda o: (o(v), o)[1])(hvp_operator(loss_fn, theta)))
-    grad_t, hvp_t, peer_t = [], [], []
-    if pyh is not None:
-        from pyhessian import hessian as PyH
-        from pyhessian.utils import hessian_vector_product
-        h = PyH(model, torch.nn.functional.cross_entropy, data=(data.x_train, data.y_train), cuda=False)
-        vs = [vi.reshape(p.shape) for vi, p in zip(v.split([p.numel() for p in h.params]), h.params, strict=True)]
-    for _ in range(reps):
-        grad_t.append(timed(lambda: torch.func.grad(loss_fn)(theta))[0])
-        hvp_t.append(timed(lambda: op(v))[0])
-        if pyh is not None:
-            peer_t.append(timed(lambda: hessian_vector_product(h.gradsH, h.params, vs))[0])
-    g_med, h_med = statistics.median(grad_t), statistics.median(hvp_t)
-    res["lab hvp_operator"] = dict(hvps=1, times=hvp_t, note=f"set-up {setup_t:.3f} s once per θ; gradient "
-                                   f"{g_med * 1e3:.1f} ms; HVP/gradient {h_med / g_med:.2f}")
-    if peer_t:
-        res["PyHessian (graph reuse)"] = dict(hvps=1, times=peer_t, note="")
-    return res
-
-
-def row_eigs(model, data, loss_fn, theta, reps, k, which, ref):
-    """Top-k / bottom-k to 1e-6 (relative residual), accuracy against the float64 reference."""
-    he = _peer("hessian_eigenthings")
-    res = {}
-    for _ in range(reps):
-        op = hvp_operator(loss_fn, theta)
-        t, e = timed(lambda op=op: top_eigs(op, k=k, which=which, tol=1e-6))
-        r = res.setdefault("lab top_eigs (Lanczos)", dict(times=[], hvps=e.n_hvp, note=""))
-        r["times"].append(t)
-        r["err"] = float(np.max(np.abs(e.values - ref) / np.abs(ref).max()))
-        op = hvp_operator(loss_fn, theta)
-        t, e = timed(lambda op=op: top_eigs(op, k=k, which=which, tol=1e-6, method="arpack"))
-        r = res.setdefault("lab top_eigs (ARPACK)", dict(times=[], hvps=e.n_hvp, note=""))
-        r["times"].append(t)
-        r["err"] = float(np.max(np.abs(e.values - ref) / np.abs(ref).max()))
-        if he is not None:
-            from hessian_eigenthings import HessianOperator, lanczos, supervised_loss
-            loader = [(data.x_train, data.y_train)]
-            hop = HessianOperator(model, loader, supervised_loss(torch.nn.functional.cross_entropy))
-            hop.matvec = Counter(hop.matvec)
-            max_iter = {("LA", 1): 20, ("LA", 5): 30}.get((which, k), 150)
-            t, out = timed(lambda hop=hop, mi=max_iter: lanczos(hop, k=k, which=which, tol=1e-6, max_iter=mi,
-                                                   reorthogonalize=True, seed=0))
-            vals = np.sort(out.eigenvalues.double().numpy())[::-1] if which == "LA" else np.sort(
-                out.eigenvalues.double().numpy())[:k][::-1]
-            r = res.setdefault("hessian-eigenthings lanczos (reorth.)", dict(times=[], hvps=hop.matvec.count,
-                                                                             note=f"max_iter {max_iter}"))
-            r["times"].append(t)
-            r["err"] = float(np.max(np.abs(np.sort(vals)[::-1] - ref) / np.abs(ref).max()))
-    return res
-
-
-def row_trace(small, reps, n=30):
-    """Trace at n HVPs on the small net (dense reference)."""
-    loss_s, th_s = small
-    h = dense_hessian(loss_s, th_s.double())
-    tr = float(torch.trace(h))
-    cl = _peer("curvlinops")
-    res = {}
+def run_row(methods: list[Method], reps: int, memory: bool) -> list[Method]:
     for rep in range(reps):
-        op = hvp_operator(loss_s, th_s)
-        op(torch.zeros(th_s.numel()))           # set-up paid before timing, as curvlinops' operator is built first
-        for name, f in (("lab hutchinson_trace", hutchinson_trace), ("lab hutchpp_trace", hutchpp_trace),
-                        ("lab xtrace", xtrace)):
-            t, (est, _) = timed(lambda f=f, op=op, rep=rep: f(op, n=n, seed=rep))
-            r = res.setdefault(name, dict(times=[], hvps=n, errs=[], note=""))
-            r["times"].append(t)
-            r["errs"].append(abs(est - tr) / abs(tr))
-        if cl is not None:
-            from curvlinops import hutchinson_trace as cl_hutch
-            from curvlinops import xtrace as cl_xtrace
-            dense = h.float()
-            for name, f in (("curvlinops hutchinson_trace", cl_hutch), ("curvlinops xtrace", cl_xtrace)):
-                torch.manual_seed(rep)
-                t, est = timed(lambda f=f, dense=dense: float(f(dense, n)))
-                r = res.setdefault(name, dict(times=[], hvps=n, errs=[], note="on the dense matrix"))
-                r["times"].append(t)
-                r["errs"].append(abs(est - tr) / abs(tr))
-    for r in res.values():
-        r["err"] = float(np.median(r.pop("errs")))
-    return res
+        k = rep % len(methods)
+        for m in methods[k:] + methods[:k]:       # rotated: no method always first or last
+            state = m.prepare(rep)
+            t, out = _timed(lambda m=m, state=state: m.run(state))
+            m.times.append(t)
+            for key, v in out.items():
+                m.out.setdefault(key, []).append(v)
+    if memory:
+        for m in methods:
+            state = m.prepare(0)
+            m.peak = peak_mb(lambda m=m, state=state: m.run(state))
+    return methods
 
 
-def row_plane(model, loss_fn, theta, reps, steps):
-    ll = _peer("loss_landscapes")
-    a = np.linspace(-1, 1, steps)
-    d1, d2 = torch.randn(theta.numel()), torch.randn(theta.numel())
-    res = {}
-    for _ in range(reps):
-        t, s = timed(lambda: plane(loss_fn, theta, d1, d2, a, a))
-        res.setdefault("lab plane", dict(times=[], hvps=0, note=f"{steps}×{steps}"))["times"].append(t)
-
-        def loop():
-            out = np.empty((steps, steps))
-            with torch.no_grad():
-                for j, bj in enumerate(a):
-                    for i, ai in enumerate(a):
-                        out[j, i] = float(loss_fn(theta + ai * d1 + bj * d2))
-            return out
-        t, _ = timed(loop)
-        res.setdefault("weight-copy loop (lab loss_fn)", dict(times=[], hvps=0, note=""))["times"].append(t)
-        if ll is not None:
-            import copy
-
-            from loss_landscapes import random_plane
-            from loss_landscapes.metrics import Loss
-            m = copy.deepcopy(model)
-            x, y = _XY
-            metric = Loss(torch.nn.functional.cross_entropy, x, y)
-            t, _ = timed(lambda m=m, metric=metric: random_plane(m, metric, distance=1, steps=steps,
-                                                                 normalization="filter", deepcopy_model=True))
-            res.setdefault("loss-landscapes random_plane", dict(times=[], hvps=0, note=""))["times"].append(t)
-    return res
+def _rel_err(vals, ref) -> float:
+    vals, ref = np.sort(np.asarray(vals, float))[::-1], np.sort(np.asarray(ref, float))[::-1]
+    return float(np.max(np.abs(vals - ref)) / np.abs(ref).max())
 
 
-def row_lr(model, data, reps, steps=300):
-    tl = _peer("torch_lr_finder")
-    from torch.utils.data import DataLoader, TensorDataset
-    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=128, shuffle=False)
-    res = {}
-    for _ in range(reps):
-        t, rt = timed(lambda: lr_range_test_model(model, loader, steps=steps, lr_min=1e-5, lr_max=1.0))
-        res.setdefault("lab lr_range_test_model", dict(times=[], hvps=0, note=f"suggests {rt.suggestion:.2g}"))[
-            "times"].append(t)
-        if tl is not None:
-            import copy
-
-            from torch_lr_finder import LRFinder
-            m = copy.deepcopy(model).train()
-            opt = torch.optim.Adam(m.parameters(), lr=1e-5)
-            finder = LRFinder(m, opt, torch.nn.CrossEntropyLoss(), device="cpu")
-            with contextlib.redirect_stdout(None):
-                t, _ = timed(lambda f=finder: f.range_test(loader, end_lr=1.0, num_iter=steps, step_mode="exp"))
-            res.setdefault("torch-lr-finder", dict(times=[], hvps=0, note=""))["times"].append(t)
-    return res
+def _pyh(pr: Problem):
+    """A PyHessian instance. Its constructor calls backward(create_graph=True) without zeroing the model's .grad, so
+    a second instance on the same model sees twice the gradient — and twice every eigenvalue (a defect found here,
+    tests/test_peer_defects.py): clear the grads first."""
+    from pyhessian import hessian as PyH
+    for p in pr.model.parameters():
+        p.grad = None
+    return PyH(pr.model, torch.nn.functional.cross_entropy, data=(pr.x, pr.y), cuda=False)
 
 
-def row_slq(model, data, loss_fn, theta, reps, runs=1, m=100):
-    pyh = _peer("pyhessian")
-    res = {}
-    for _ in range(reps):
-        op = hvp_operator(loss_fn, theta)
-        t, _ = timed(lambda op=op: slq_density(op, n_runs=runs, m=m))
-        res.setdefault("lab slq_density", dict(times=[], hvps=op.count, note="")).update()
-        res["lab slq_density"]["times"].append(t)
-        if pyh is not None:
-            from pyhessian import hessian as PyH
-            def _eig(a, eigenvectors=True):   # the shim: torch.eig only raises in torch 2 (removed)
-                w, v = torch.linalg.eigh(a)
-                return torch.stack([w, torch.zeros_like(w)], 1), v
+def _cl_op(model, x, y):
+    from curvlinops import HessianLinearOperator
+    return HessianLinearOperator(model, torch.nn.CrossEntropyLoss(), [p for p in model.parameters()], [(x, y)],
+                                 check_deterministic=False)
 
-            h = PyH(model, torch.nn.functional.cross_entropy, data=(data.x_train, data.y_train), cuda=False)
-            saved, torch.eig = torch.eig, _eig
+
+def row_hvp(pr: Problem) -> list[Method]:
+    """One HVP on an operator built before; a gradient for the floor (kind "ref")."""
+    v = torch.randn(pr.theta.numel(), generator=torch.Generator().manual_seed(0))
+    lab_op = hvp_operator(pr.loss_fn, pr.theta)
+    lab_op(v)                                      # the gradient graph, built once per θ
+    out = [Method("gradient (torch.func.grad)", "ref", lambda s: (torch.func.grad(pr.loss_fn)(pr.theta), {})[1]),
+           Method("lab hvp_operator", "lab", lambda s: (lab_op(v), {"hvps": 1})[1])]
+    if _peer("pyhessian"):
+        from pyhessian.utils import hessian_vector_product
+        h = _pyh(pr)
+        vs = [vi.reshape(p.shape) for vi, p in zip(v.split([p.numel() for p in h.params]), h.params, strict=True)]
+        out.append(Method("PyHessian (graph reuse)", "peer",
+                          lambda s: (hessian_vector_product(h.gradsH, h.params, vs), {"hvps": 1})[1]))
+    if _peer("curvlinops"):
+        H = _cl_op(pr.model, pr.x, pr.y)
+        out.append(Method("curvlinops HessianLinearOperator", "peer", lambda s: (H @ v, {"hvps": 1})[1]))
+    return out
+
+
+def row_eigs(pr: Problem, k: int, which: str) -> list[Method]:
+    """k largest / smallest to 1e-6 (relative residual; PyHessian: relative change), operators built inside."""
+    ref = pr.ref[which][:k] if which == "LA" else pr.ref[which][-k:]
+
+    def lab(method: str):
+        def run(_):
+            e = top_eigs(hvp_operator(pr.loss_fn, pr.theta), k=k, which=which, tol=1e-6, method=method)
+            return {"hvps": e.n_hvp, "err": _rel_err(e.values, ref), "resid": float(np.max(e.residuals /
+                                                                                       np.abs(e.values)))}
+        return run
+
+    out = [Method("lab top_eigs (Lanczos)", "lab", lab("lanczos")),
+           Method("lab top_eigs (ARPACK)", "lab", lab("arpack"))]
+    if _peer("hessian_eigenthings"):
+        from hessian_eigenthings import HessianOperator, lanczos, supervised_loss
+        max_iter = {("LA", 1): 20, ("LA", 5): 30}.get((which, k), 150)
+
+        def he(_):
+            hop = HessianOperator(pr.model, [(pr.x, pr.y)], supervised_loss(torch.nn.functional.cross_entropy))
+            hop.matvec = Counter(hop.matvec)
+            e = lanczos(hop, k=k, which=which, tol=1e-6, max_iter=max_iter, reorthogonalize=True, seed=0)
+            vals = np.sort(e.eigenvalues.double().numpy())
+            vals = vals[-k:] if which == "LA" else vals[:k]
+            return {"hvps": hop.matvec.count, "err": _rel_err(vals, ref), "note": f"max_iter {max_iter}"}
+        out.append(Method("hessian-eigenthings lanczos (reorth.)", "peer", he))
+    if _peer("curvlinops"):
+        from scipy.sparse.linalg import LinearOperator as SciOp
+        from scipy.sparse.linalg import eigsh
+
+        def cl(_):
+            sc = _cl_op(pr.model, pr.x, pr.y).to_scipy()
+            mv = Counter(sc.matvec)
+            op = SciOp(sc.shape, matvec=mv, dtype=np.float32)
+            vals = eigsh(op, k=k, which=which, tol=1e-6, v0=np.random.default_rng(0).standard_normal(sc.shape[0]),
+                         return_eigenvectors=False)
+            return {"hvps": mv.count, "err": _rel_err(vals, ref)}
+        out.append(Method("curvlinops + scipy eigsh", "peer", cl))
+    if _peer("pyhessian") and which == "LA":
+        import pyhessian.hessian  # noqa: F401  (the package's `hessian` attribute is the class: take the module)
+        pyh_mod = sys.modules["pyhessian.hessian"]
+
+        def ph(_):
+            h = _pyh(pr)
+            saved = pyh_mod.hessian_vector_product
+            pyh_mod.hessian_vector_product = c = Counter(saved)
             try:
-                t, _ = timed(lambda h=h: h.density(iter=m, n_v=runs))
+                torch.manual_seed(0)
+                vals, _ = h.eigenvalues(maxIter=200, tol=1e-6, top_n=k)
+            finally:
+                pyh_mod.hessian_vector_product = saved
+            return {"hvps": c.count, "err": _rel_err(vals, ref), "note": "power iteration, maxIter 200"}
+        out.append(Method("PyHessian eigenvalues", "peer", ph))
+    return out
+
+
+def row_trace(pr: Problem, big: bool, n: int = 30) -> list[Method]:
+    """The trace at n HVPs on an operator built before; errors against the dense trace of the small net."""
+    if big:
+        model, x, y, loss_fn, theta = pr.model, pr.x, pr.y, pr.loss_fn, pr.theta
+        tr = None
+    else:
+        model, x, y, loss_fn, theta = pr.small
+        tr = float(torch.trace(dense_hessian(loss_fn, theta.double())))
+    op = hvp_operator(loss_fn, theta)
+    op(torch.zeros(theta.numel()))          # set-up paid before timing, as curvlinops' operator is built first
+    err = (lambda est: {"err": abs(float(est) - tr) / abs(tr)}) if tr is not None else (lambda est: {})
+    out = []
+    for name, f in (("hutchinson_trace", hutchinson_trace), ("hutchpp_trace", hutchpp_trace), ("xtrace", xtrace)):
+        out.append(Method(f"lab {name}", "lab", lambda rep, f=f: {"hvps": n, **err(f(op, n=n, seed=rep)[0])},
+                          prepare=lambda rep: rep))
+    if _peer("curvlinops"):
+        import curvlinops
+        H = _cl_op(model, x, y)
+
+        def seeded(rep: int) -> int:
+            torch.manual_seed(rep)                # curvlinops draws its probes from torch's global generator
+            return rep
+        for name in ("hutchinson_trace", "hutchpp_trace", "xtrace"):
+            f = getattr(curvlinops, name)
+            out.append(Method(f"curvlinops {name}", "peer", lambda rep, f=f: {"hvps": n, **err(f(H, n))},
+                              prepare=seeded))
+    return out
+
+
+def row_plane(pr: Problem, steps: int) -> list[Method]:
+    """A steps × steps plane at distance 1 along two filter-normalized directions; the error against float64."""
+    spec = pr.loss_fn.parts.spec
+    g = torch.Generator().manual_seed(0)
+    d1, d2 = D.filter_normalized(pr.theta, spec, g), D.filter_normalized(pr.theta, spec, g)
+    a = np.linspace(-1, 1, steps)
+    ref = plane(pr.loss_fn, pr.theta.double(), d1.double(), d2.double(), a, a, method="plain").loss
+
+    def err(loss):
+        return {"err": float(np.max(np.abs(loss - ref) / np.abs(ref)))}
+
+    def loop(_):
+        out = np.empty((steps, steps))
+        with torch.no_grad():
+            for j, bj in enumerate(a):
+                for i, ai in enumerate(a):
+                    out[j, i] = float(pr.loss_fn(pr.theta + float(ai) * d1 + float(bj) * d2))
+        return err(out)
+
+    out = [Method("lab plane (auto: first-layer affine)", "lab", lambda s: err(plane(pr.loss_fn, pr.theta, d1, d2,
+                                                                                    a, a).loss)),
+           Method("lab plane (plain)", "lab", lambda s: err(plane(pr.loss_fn, pr.theta, d1, d2, a, a,
+                                                                   method="plain").loss)),
+           Method("weight-copy loop (lab loss_fn)", "peer", loop)]
+    if _peer("loss_landscapes"):
+        from loss_landscapes import random_plane
+        from loss_landscapes.metrics import Loss
+        metric = Loss(torch.nn.functional.cross_entropy, pr.x, pr.y)
+        out.append(Method("loss-landscapes random_plane", "peer",
+                          lambda m: (random_plane(m, metric, distance=1, steps=steps, normalization="filter",
+                                                  deepcopy_model=True), {"note": "own random directions"})[1],
+                          prepare=lambda rep: copy.deepcopy(pr.model)))
+    return out
+
+
+def row_lr(pr: Problem, steps: int) -> list[Method]:
+    from torch.utils.data import DataLoader, TensorDataset
+    loader = DataLoader(TensorDataset(pr.x, pr.y), batch_size=128, shuffle=False)
+
+    def lab(_):
+        rt = lr_range_test_model(pr.model, loader, steps=steps, lr_min=1e-5, lr_max=1.0)
+        return {"note": f"suggests {rt.suggestion:.2g}"}
+    out = [Method("lab lr_range_test_model", "lab", lab)]
+    if _peer("torch_lr_finder"):
+        from torch_lr_finder import LRFinder
+
+        def prep(rep):
+            m = copy.deepcopy(pr.model).train()
+            return LRFinder(m, torch.optim.Adam(m.parameters(), lr=1e-5), torch.nn.CrossEntropyLoss(), device="cpu")
+
+        def tl(finder):
+            with contextlib.redirect_stdout(None):
+                finder.range_test(loader, end_lr=1.0, num_iter=steps, step_mode="exp")
+            return {}
+        out.append(Method("torch-lr-finder", "peer", tl, prepare=prep))
+    return out
+
+
+def row_slq(pr: Problem, m: int) -> list[Method]:
+    def lab(_):
+        op = hvp_operator(pr.loss_fn, pr.theta)
+        slq_density(op, n_runs=1, m=m)
+        return {"hvps": op.count}
+    out = [Method("lab slq_density", "lab", lab)]
+    if _peer("pyhessian"):
+        def _eig(a, eigenvectors=True):   # the shim: torch.eig only raises in torch 2 (removed)
+            w, v = torch.linalg.eigh(a)
+            return torch.stack([w, torch.zeros_like(w)], 1), v
+
+        def ph(_):
+            h = _pyh(pr)
+            saved, torch.eig = getattr(torch, "eig", None), _eig
+            try:
+                h.density(iter=m, n_v=1)
             finally:
                 torch.eig = saved
-            res.setdefault("PyHessian density (torch.eig shimmed)", dict(times=[], hvps=m * runs, note=""))[
-                "times"].append(t)
-    return res
+            return {"hvps": m, "note": "torch.eig shimmed"}
+        out.append(Method("PyHessian density", "peer", ph))
+    return out
 
 
-_XY: tuple = ()
+def row_warm(pr: Problem, checkpoints: list[torch.Tensor]) -> list[Method]:
+    """SharpnessProbe's work: λmax at successive points of a training run, cold (random start) or warm (the previous
+    top eigenvector as v0)."""
+    def track(warm: bool):
+        def run(_):
+            v, hvps, vals = None, 0, []
+            for th in checkpoints:
+                e = top_eigs(hvp_operator(pr.loss_fn, th), k=1, tol=1e-6, v0=v if warm else None)
+                v, hvps = e.vectors[:, 0], hvps + e.n_hvp
+                vals.append(float(e.values[0]))
+            return {"hvps": hvps, "note": f"{len(checkpoints)} points, λmax {vals[0]:.3g} → {vals[-1]:.3g}"}
+        return run
+    return [Method("lab top_eigs cold", "ref", track(False)), Method("lab top_eigs warm (v0)", "lab", track(True))]
 
 
-def main(argv=None) -> int:
-    global _XY
+def _checkpoints(pr: Problem, n: int, every: int) -> list[torch.Tensor]:
+    th = pr.theta.clone().requires_grad_(True)
+    opt = torch.optim.SGD([th], lr=0.05)
+    out = []
+    for step in range(n * every):
+        opt.zero_grad()
+        pr.loss_fn(th).backward()
+        opt.step()
+        if (step + 1) % every == 0:
+            out.append(th.detach().clone())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------- main
+def build(width: int, n_train: int, quick: bool) -> Problem:
+    data = mnist(n_train=n_train, n_test=min(1000, n_train), seed=0, dtype=torch.float32)
+    torch.manual_seed(0)
+    model = SimpleMLP(width=width, depth=2).eval()
+    loss_fn, theta, _ = make_loss_fn(model, data.x_train, data.y_train)
+    x_small = pooled(data.x_train)
+    torch.manual_seed(0)
+    small_model = SimpleMLP(width=16, depth=1, in_dim=x_small.shape[1]).eval()
+    loss_s, th_s, _ = make_loss_fn(small_model, x_small, data.y_train)
+    loss64 = make_loss_fn(copy.deepcopy(model).double(), data.x_train, data.y_train)[0]
+    ref = {w: top_eigs(hvp_operator(loss64, theta.double()), k=5, which=w, tol=1e-12).values for w in ("LA", "SA")}
+    return Problem(model, data.x_train, data.y_train, loss_fn, theta,
+                   (small_model, x_small, data.y_train, loss_s, th_s), ref, quick)
+
+
+def table(rows: dict[str, list[Method]]) -> list[dict]:
+    out = []
+    for work, methods in rows.items():
+        lab = [m for m in methods if m.kind == "lab"]
+        peers = [m for m in methods if m.kind == "peer"]
+        t_lab = min(statistics.median(m.times) for m in lab)
+        t_peer = min((statistics.median(m.times) for m in peers), default=None)
+        mem = [m.peak for m in lab if m.peak is not None]
+        mem_peer = [m.peak for m in peers if m.peak is not None]
+        for m in methods:
+            med = lambda key, m=m: statistics.median(m.out[key]) if key in m.out else ""  # noqa: E731
+            out.append(dict(
+                work=work, method=m.name, kind=m.kind, hvps=med("hvps"), err=med("err"),
+                t_min=min(m.times), t_median=statistics.median(m.times),
+                peak_mb=m.peak if m.peak is not None else "",
+                time_ratio=(t_lab / t_peer) if (m.kind == "lab" and t_peer) else "",
+                memory_ratio=(min(mem) / max(min(mem_peer), 0.1)) if (m.kind == "lab" and mem and mem_peer) else "",
+                note="; ".join(sorted({str(n) for n in m.out.get("note", [])}))))
+    return out
+
+
+def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--width", type=int, default=100)
     ap.add_argument("--n-train", type=int, default=4000)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--plane-steps", type=int, default=21)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--plane-steps", type=int, default=51)
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     ap.add_argument("--quick", action="store_true", help="a tiny net, one repetition: correctness only")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench.csv"))
     a = ap.parse_args(argv)
     if a.quick:
         a.width, a.n_train, a.reps, a.plane_steps = 8, 200, 1, 5
     torch.set_grad_enabled(True)
-    data, model, loss_fn, theta, _ = setup(a.width, a.n_train)
-    _XY = (data.x_train, data.y_train)
-    x_small = pooled(data.x_train)
-    torch.manual_seed(0)
-    small = SimpleMLP(width=16, depth=1, in_dim=x_small.shape[1]).eval()
-    loss_s, th_s, _ = make_loss_fn(small, x_small, data.y_train)
-    loss64 = make_loss_fn(model.double(), data.x_train, data.y_train)[0]
-    model.float()
-    ref = {w: top_eigs(hvp_operator(loss64, theta.double()), k=5, which=w, tol=1e-12).values for w in ("LA", "SA")}
-    rows = {
-        "one HVP": row_hvp(model, data, loss_fn, theta, max(a.reps, 5)),
-        "top-1 eigenvalue": row_eigs(model, data, loss_fn, theta, a.reps, 1, "LA", ref["LA"][:1]),
-        "top-5 eigenvalues": row_eigs(model, data, loss_fn, theta, a.reps, 5, "LA", ref["LA"]),
-        "bottom-1 eigenvalue": row_eigs(model, data, loss_fn, theta, a.reps, 1, "SA", ref["SA"][-1:]),
-        "trace, 30 HVPs (P = 970)": row_trace((loss_s, th_s), a.reps * 3),
-        "2D plane": row_plane(model, loss_fn, theta, a.reps, a.plane_steps),
-        "LR range test, 300 steps": row_lr(model, data, a.reps, 300 if not a.quick else 60),
-        "SLQ density, 100 HVPs": row_slq(model, data, loss_fn, theta, a.reps, m=100 if not a.quick else 20),
+    pr = build(a.width, a.n_train, a.quick)
+    memory = not a.no_memory
+    missing = [d for m, d in PEERS.items() if _peer(m) is None]
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)} (pip install -e .[bench])")
+    plan = {
+        "one HVP": lambda: row_hvp(pr),
+        "top-1 eigenvalue": lambda: row_eigs(pr, 1, "LA"),
+        "top-5 eigenvalues": lambda: row_eigs(pr, 5, "LA"),
+        "bottom-1 eigenvalue": lambda: row_eigs(pr, 1, "SA"),
+        "trace, 30 HVPs (P = 970)": lambda: row_trace(pr, big=False),
+        f"trace, 30 HVPs (P = {pr.theta.numel():,})": lambda: row_trace(pr, big=True),
+        f"2D plane {a.plane_steps}×{a.plane_steps}": lambda: row_plane(pr, a.plane_steps),
+        "LR range test, 300 steps": lambda: row_lr(pr, 60 if a.quick else 300),
+        "SLQ density, 100 HVPs": lambda: row_slq(pr, 20 if a.quick else 100),
+        "λmax tracking, 5 points": lambda: row_warm(pr, _checkpoints(pr, 5, 2 if a.quick else 10)),
     }
-    out = []
-    for work, res in rows.items():
-        lab_best = min(statistics.median(r["times"]) for n, r in res.items() if n.startswith("lab"))
-        peers = [statistics.median(r["times"]) for n, r in res.items() if not n.startswith("lab")]
-        for name, r in res.items():
-            med = statistics.median(r["times"])
-            out.append(dict(work=work, method=name, hvps=r.get("hvps", ""), err=r.get("err", ""),
-                            t_min=min(r["times"]), t_median=med, note=r.get("note", ""),
-                            lab_over_best_peer=(lab_best / min(peers)) if peers and name.startswith("lab") else ""))
+    rows = {}
+    for work, make in plan.items():
+        print(f"… {work}", file=sys.stderr, flush=True)
+        rows[work] = run_row(make(), a.reps, memory)
+    out = table(rows)
     stamp = dict(date=datetime.date.today().isoformat(), machine=platform.processor() or platform.machine(),
-                 threads=torch.get_num_threads(), torch=torch.__version__, n_train=a.n_train, width=a.width,
-                 P=theta.numel(), reps=a.reps)
+                 cpus=len(__import__("os").sched_getaffinity(0)), threads=torch.get_num_threads(),
+                 torch=torch.__version__, n_train=a.n_train, width=a.width, P=pr.theta.numel(), reps=a.reps,
+                 **{f"v_{m}": _version(d) for m, d in PEERS.items()})
     print(" · ".join(f"{k}={v}" for k, v in stamp.items()))
-    print(f"{'work':26} {'method':40} {'HVPs':>5} {'error':>9} {'min s':>8} {'median s':>9} {'lab/best':>8}  note")
+    print(f"{'work':28} {'method':38} {'HVPs':>5} {'error':>8} {'min s':>8} {'median s':>8} {'peak MB':>8} "
+          f"{'t lab/peer':>10} {'mem':>6}  note")
     for r in out:
-        err = f"{r['err']:.1e}" if r["err"] != "" else ""
-        ratio = f"{r['lab_over_best_peer']:.2f}" if r["lab_over_best_peer"] != "" else ""
-        print(f"{r['work']:26} {r['method']:40} {r['hvps']!s:>5} {err:>9} {r['t_min']:8.3f} {r['t_median']:9.3f} "
-              f"{ratio:>8}  {r['note']}")
+        f = lambda v, spec: format(v, spec) if v != "" else ""  # noqa: E731
+        print(f"{r['work']:28} {r['method']:38} {f(r['hvps'], 'g'):>5} {f(r['err'], '.1e'):>8} {r['t_min']:8.3f} "
+              f"{r['t_median']:8.3f} {f(r['peak_mb'], '.1f'):>8} {f(r['time_ratio'], '.2f'):>10} "
+              f"{f(r['memory_ratio'], '.2f'):>6}  {r['note']}")
     if not a.quick:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(a.out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=[*out[0], *stamp])
+        with open(a.out, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=[*out[0], *stamp])
             w.writeheader()
             for r in out:
                 w.writerow({**r, **stamp})
         print(f"written: {a.out}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    sys.exit(0)

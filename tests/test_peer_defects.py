@@ -75,3 +75,17 @@ def test_lr_range_test_model_never_touches_the_model() -> None:
                               smooth=5)
     np.testing.assert_array_equal(rt.loss, rt2.loss)
     assert 1e-4 <= rt.suggestion <= 10.0
+
+
+def test_a_second_operator_on_the_same_model_sees_the_same_hessian() -> None:
+    """PyHessian's constructor runs backward(create_graph=True) without clearing the model's .grad: a second
+    `hessian(model, ...)` on the same model accumulates onto the first gradient and reports every eigenvalue doubled
+    (met in the benchmark). lab's operators are pure functions of θ: they never read or write .grad."""
+    from lab.curvature import hvp_operator
+
+    model, x, y = _model_and_data()
+    f, theta, _ = make_loss_fn(model, x, y)
+    first = top_eigs(hvp_operator(f, theta), k=2, tol=1e-10).values
+    second = top_eigs(hvp_operator(f, theta), k=2, tol=1e-10).values
+    np.testing.assert_array_equal(first, second)
+    assert all(p.grad is None for p in model.parameters())

@@ -62,7 +62,8 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
     residual estimates, converged). One operator product per step; nothing else is applied."""
     p = op.size
     steps = min(max_steps, p)
-    basis = torch.empty(p, steps, dtype=torch.float64, device=op.device)
+    # the basis grows in blocks of 16 columns as it is needed: memory is ~the steps taken × P, not max_steps × P
+    basis = torch.empty(p, min(steps, 16), dtype=torch.float64, device=op.device)
     q = torch.from_numpy(start_vec).to(device=op.device, dtype=torch.float64)
     basis[:, 0] = q / torch.linalg.vector_norm(q)
     alpha: list[float] = []
@@ -90,6 +91,9 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
                 vectors = basis[:, :m] @ torch.from_numpy(s[:, idx]).to(device=op.device, dtype=torch.float64)
                 return ritz[idx], vectors, res, converged
         beta.append(b)
+        if j + 1 == basis.shape[1]:
+            basis = torch.cat([basis, torch.empty(p, min(16, steps - basis.shape[1]), dtype=torch.float64,
+                                                  device=op.device)], dim=1)
         basis[:, j + 1] = w / b
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -277,6 +281,9 @@ def lanczos(op: LinearOperator, q0: torch.Tensor, m: int) -> tuple[np.ndarray, n
         if j + 1 == steps or b <= scale * np.sqrt(eps):
             break
         beta.append(b)
+        if j + 1 == basis.shape[1]:
+            basis = torch.cat([basis, torch.empty(p, min(16, steps - basis.shape[1]), dtype=torch.float64,
+                                                  device=op.device)], dim=1)
         basis[:, j + 1] = w / b
     return np.asarray(alpha), np.asarray(beta)
 
