@@ -355,8 +355,8 @@ def row_lr(pr: Problem, steps: int) -> list[Method]:
 
         def tl(finder):
             with contextlib.redirect_stdout(None):
-                finder.range_test(loader, end_lr=1.0, num_iter=steps, step_mode="exp")
-            return {}
+                finder.range_test(loader, end_lr=1.0, num_iter=steps, step_mode="exp", diverge_th=1e30)
+            return {"note": f"{len(finder.history['lr'])} steps (its early stop off: the same steps as lab)"}
         out.append(Method("torch-lr-finder", "peer", tl, prepare=prep))
     return out
 
