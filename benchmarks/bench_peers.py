@@ -234,16 +234,19 @@ def row_eigs(pr: Problem, k: int, which: str) -> list[Method]:
            Method("lab top_eigs (ARPACK)", "lab", lab("arpack"))]
     if _peer("hessian_eigenthings"):
         from hessian_eigenthings import HessianOperator, lanczos, supervised_loss
-        max_iter = {("LA", 1): 20, ("LA", 5): 30}.get((which, k), 150)
 
-        def he(_):
-            hop = HessianOperator(pr.model, [(pr.x, pr.y)], supervised_loss(torch.nn.functional.cross_entropy))
-            hop.matvec = Counter(hop.matvec)
-            e = lanczos(hop, k=k, which=which, tol=1e-6, max_iter=max_iter, reorthogonalize=True, seed=0)
-            vals = np.sort(e.eigenvalues.double().numpy())
-            vals = vals[-k:] if which == "LA" else vals[:k]
-            return {"hvps": hop.matvec.count, "err": _rel_err(vals, ref), "note": f"max_iter {max_iter}"}
-        out.append(Method("hessian-eigenthings lanczos (reorth.)", "peer", he))
+        def he(max_iter: int):
+            def run(_):
+                hop = HessianOperator(pr.model, [(pr.x, pr.y)], supervised_loss(torch.nn.functional.cross_entropy))
+                hop.matvec = Counter(hop.matvec)
+                e = lanczos(hop, k=k, which=which, tol=1e-6, max_iter=max_iter, reorthogonalize=True, seed=0)
+                vals = np.sort(e.eigenvalues.double().numpy())
+                vals = vals[-k:] if which == "LA" else vals[:k]
+                return {"hvps": hop.matvec.count, "err": _rel_err(vals, ref), "note": f"max_iter {max_iter}"}
+            return run
+        # the issue's settings (max_iter 20 / 30 / 150), and for top-5 one that reaches 1e-4 (30 does not)
+        for mi in {("LA", 1): (20,), ("LA", 5): (30, 80)}.get((which, k), (150,)):
+            out.append(Method(f"hessian-eigenthings lanczos (reorth., {mi})", "peer", he(mi)))
     if _peer("curvlinops"):
         from scipy.sparse.linalg import LinearOperator as SciOp
         from scipy.sparse.linalg import eigsh
@@ -307,7 +310,7 @@ def row_plane(pr: Problem, steps: int) -> list[Method]:
     """A steps × steps plane at distance 1 along two filter-normalized directions; the error against float64."""
     spec = pr.loss_fn.parts.spec
     g = torch.Generator().manual_seed(0)
-    d1, d2 = D.filter_normalized(pr.theta, spec, g), D.filter_normalized(pr.theta, spec, g)
+    d1, d2 = (D.filter_normalized(pr.theta, spec, g).to(pr.theta.dtype) for _ in range(2))  # float32, as θ
     a = np.linspace(-1, 1, steps)
     ref = plane(pr.loss_fn, pr.theta.double(), d1.double(), d2.double(), a, a, method="plain").loss
 
@@ -428,11 +431,17 @@ def build(width: int, n_train: int, quick: bool) -> Problem:
                    (small_model, x_small, data.y_train, loss_s, th_s), ref, quick)
 
 
+ACCURACY = 1e-4   # the issue's bar for eigenvalues (relative); traces are compared at equal HVPs, whatever their error
+
+
 def table(rows: dict[str, list[Method]]) -> list[dict]:
     out = []
     for work, methods in rows.items():
-        lab = [m for m in methods if m.kind == "lab"]
-        peers = [m for m in methods if m.kind == "peer"]
+        def accurate(m: Method, work=work) -> bool:   # eigenvalues: only answers within ACCURACY are ranked
+            return "eigenvalue" not in work or statistics.median(m.out.get("err", [np.inf])) <= ACCURACY
+
+        lab = [m for m in methods if m.kind == "lab" and accurate(m)] or [m for m in methods if m.kind == "lab"]
+        peers = [m for m in methods if m.kind == "peer" and accurate(m)]
         t_lab = min(statistics.median(m.times) for m in lab)
         t_peer = min((statistics.median(m.times) for m in peers), default=None)
         mem = [m.peak for m in lab if m.peak is not None]
@@ -445,7 +454,8 @@ def table(rows: dict[str, list[Method]]) -> list[dict]:
                 peak_mb=m.peak if m.peak is not None else "",
                 time_ratio=(t_lab / t_peer) if (m.kind == "lab" and t_peer) else "",
                 memory_ratio=(min(mem) / max(min(mem_peer), 0.1)) if (m.kind == "lab" and mem and mem_peer) else "",
-                note="; ".join(sorted({str(n) for n in m.out.get("note", [])}))))
+                note="; ".join(sorted({str(n) for n in m.out.get("note", [])} |
+                                      (set() if accurate(m) else {f"misses {ACCURACY:g}: not ranked"})))))
     return out
 
 

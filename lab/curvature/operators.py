@@ -166,19 +166,20 @@ class HessianOperator(LinearOperator):
         with torch.enable_grad():
             return torch.autograd.grad(self._grad, self._leaf, v, retain_graph=True)[0]
 
-    def _linearized(self, v: torch.Tensor) -> torch.Tensor:
+    def _linearize(self, v: torch.Tensor) -> torch.Tensor:
         if self._lin is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _, self._lin = linearize(grad(self.loss_fn), self.theta)
         return self._lin(v)
 
+    def _jvp(self, v: torch.Tensor) -> torch.Tensor:
+        return hvp(self.loss_fn, self.theta, v)
+
     def _apply(self, v: torch.Tensor) -> torch.Tensor:
-        run = {"double_backward": self._double_backward, "linearize": self._linearized,
-               "jvp": lambda w: hvp(self.loss_fn, self.theta, w)}
         for mode in self.MODES[self.MODES.index(self.mode):]:
             try:
-                out = run[mode](v).detach()
+                out = getattr(self, "_" + mode)(v)
             except (NotImplementedError, RuntimeError) as err:
                 if mode == self.MODES[-1] or not _unsupported(err):
                     raise

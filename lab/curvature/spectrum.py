@@ -55,6 +55,49 @@ def _residuals(op: LinearOperator, values: np.ndarray, vectors: torch.Tensor) ->
     return np.asarray(out, dtype=np.float64)
 
 
+class _Basis:
+    """Lanczos vectors as the rows of 16-row float64 blocks: growing never copies, and memory is ~(steps taken) × P
+    (rows are contiguous, so each reorthogonalisation is two matrix-vector products per block, no gathers)."""
+
+    BLOCK = 16
+
+    def __init__(self, p: int, device: torch.device):
+        self.p, self.device, self.n = p, device, 0
+        self.blocks: list[torch.Tensor] = []
+
+    def append(self, q: torch.Tensor) -> None:
+        if self.n % self.BLOCK == 0:
+            self.blocks.append(torch.empty(self.BLOCK, self.p, dtype=torch.float64, device=self.device))
+        self.blocks[-1][self.n % self.BLOCK] = q
+        self.n += 1
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        return self.blocks[j // self.BLOCK][j % self.BLOCK]
+
+    def _rows(self):
+        for i, blk in enumerate(self.blocks):
+            yield i * self.BLOCK, blk[:min(self.BLOCK, self.n - i * self.BLOCK)]
+
+    def orthogonalize(self, w: torch.Tensor) -> torch.Tensor:
+        """w minus its projection on every vector: classical Gram–Schmidt, repeated once if the pass removed more than
+        1 − 1/√2 of w's norm (the DGKS criterion ARPACK uses; "twice is enough"). The second pass is rarely needed
+        after the three-term recurrence, and each pass reads the whole basis (memory-bound on a CPU)."""
+        for _ in range(2):
+            before = float(torch.linalg.vector_norm(w))
+            for _, rows in self._rows():
+                w = w - rows.T @ (rows @ w)
+            if float(torch.linalg.vector_norm(w)) > before / np.sqrt(2):
+                break
+        return w
+
+    def combine(self, s: torch.Tensor) -> torch.Tensor:
+        """Σ_j basis_j s_j: (n, k) coefficients ↦ (P, k)."""
+        out = torch.zeros(self.p, s.shape[1], dtype=torch.float64, device=self.device)
+        for start, rows in self._rows():
+            out += rows.T @ s[start:start + rows.shape[0]]
+        return out
+
+
 def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec: np.ndarray,
                   max_steps: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, bool]:
     """Plain Lanczos with full reorthogonalisation (a float64 basis on the operator's device), stopped at the first
@@ -62,21 +105,19 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
     residual estimates, converged). One operator product per step; nothing else is applied."""
     p = op.size
     steps = min(max_steps, p)
-    # the basis grows in blocks of 16 columns as it is needed: memory is ~the steps taken × P, not max_steps × P
-    basis = torch.empty(p, min(steps, 16), dtype=torch.float64, device=op.device)
+    basis = _Basis(p, op.device)               # grows as needed: memory ~ the steps taken × P, not max_steps × P
     q = torch.from_numpy(start_vec).to(device=op.device, dtype=torch.float64)
-    basis[:, 0] = q / torch.linalg.vector_norm(q)
+    basis.append(q / torch.linalg.vector_norm(q))
     alpha: list[float] = []
     beta: list[float] = []
     eps = float(np.finfo(np.float64).eps)
     converged = False
     for j in range(steps):
-        w = op(basis[:, j]).to(torch.float64)
-        a = float(basis[:, j] @ w)
+        w = op(basis[j]).to(torch.float64)
+        a = float(basis[j] @ w)
         alpha.append(a)
-        w = w - a * basis[:, j] - (beta[-1] * basis[:, j - 1] if j > 0 else 0.0)
-        for _ in range(2):  # full reorthogonalisation; twice is enough (Parlett's "twice is enough")
-            w = w - basis[:, :j + 1] @ (basis[:, :j + 1].T @ w)
+        w = w - a * basis[j] - (beta[-1] * basis[j - 1] if j > 0 else 0.0)
+        w = basis.orthogonalize(w)             # full reorthogonalisation
         b = float(torch.linalg.vector_norm(w))
         m = j + 1
         if m >= k:
@@ -88,13 +129,10 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
             ok = res <= tol * np.maximum(np.abs(ritz[idx]), 100 * eps * scale)
             if ok.all() or b <= 100 * eps * scale or m == steps:
                 converged = bool(ok.all() or b <= 100 * eps * scale)
-                vectors = basis[:, :m] @ torch.from_numpy(s[:, idx]).to(device=op.device, dtype=torch.float64)
+                vectors = basis.combine(torch.from_numpy(s[:, idx]).to(device=op.device, dtype=torch.float64))
                 return ritz[idx], vectors, res, converged
         beta.append(b)
-        if j + 1 == basis.shape[1]:
-            basis = torch.cat([basis, torch.empty(p, min(16, steps - basis.shape[1]), dtype=torch.float64,
-                                                  device=op.device)], dim=1)
-        basis[:, j + 1] = w / b
+        basis.append(w / b)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -177,7 +215,8 @@ def top_eigs(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None = N
         vectors = torch.from_numpy(vecs / np.linalg.norm(vecs, axis=0)).to(device=op.device, dtype=op.dtype)
         exact_residuals = True
     if exact_residuals:
-        res = _residuals(op, vals, vectors)
+        with _one_blas_thread():
+            res = _residuals(op, vals, vectors)
     return Eigs(values=np.asarray(vals, dtype=np.float64), vectors=vectors, residuals=np.asarray(res, np.float64),
                 n_hvp=op.count - start)
 
@@ -262,29 +301,25 @@ def lanczos(op: LinearOperator, q0: torch.Tensor, m: int) -> tuple[np.ndarray, n
     """
     p = q0.numel()
     steps = min(m, p)
-    basis = torch.zeros(p, steps, dtype=torch.float64, device=q0.device)
-    basis[:, 0] = q0
+    basis = _Basis(p, q0.device)
+    basis.append(q0.to(torch.float64))
     alpha: list[float] = []
     beta: list[float] = []
     scale = 0.0
     eps = torch.finfo(op.dtype).eps
     for j in range(steps):
-        q = basis[:, j]
+        q = basis[j]
         w = op(q).to(torch.float64)
         a = float(q @ w)
         alpha.append(a)
-        w = w - a * q - (beta[-1] * basis[:, j - 1] if j > 0 else 0.0)
-        for _ in range(2):  # full reorthogonalization, twice is enough
-            w = w - basis[:, :j + 1] @ (basis[:, :j + 1].T @ w)
+        w = w - a * q - (beta[-1] * basis[j - 1] if j > 0 else 0.0)
+        w = basis.orthogonalize(w)             # full reorthogonalisation
         b = float(torch.linalg.vector_norm(w))
         scale = max(scale, abs(a) + b + (beta[-1] if beta else 0.0))
         if j + 1 == steps or b <= scale * np.sqrt(eps):
             break
         beta.append(b)
-        if j + 1 == basis.shape[1]:
-            basis = torch.cat([basis, torch.empty(p, min(16, steps - basis.shape[1]), dtype=torch.float64,
-                                                  device=op.device)], dim=1)
-        basis[:, j + 1] = w / b
+        basis.append(w / b)
     return np.asarray(alpha), np.asarray(beta)
 
 
@@ -322,8 +357,9 @@ def slq_density(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None 
     weights = np.zeros((n_runs, m))
     for r in range(n_runs):
         q0 = _rademacher(p, 1, gen)[:, 0].to(op.device) / np.sqrt(p)
-        alpha, beta = lanczos(op, q0, m)
-        ritz, vecs = eigh_tridiagonal(alpha, beta) if len(alpha) > 1 else (alpha, np.ones((1, 1)))
+        with _one_blas_thread():
+            alpha, beta = lanczos(op, q0, m)
+            ritz, vecs = eigh_tridiagonal(alpha, beta) if len(alpha) > 1 else (alpha, np.ones((1, 1)))
         j = len(ritz)
         nodes[r, :j], nodes[r, j:] = ritz, ritz[-1]
         weights[r, :j] = vecs[0, :] ** 2 / n_runs

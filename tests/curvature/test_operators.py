@@ -184,3 +184,38 @@ def test_xtrace_is_exact_when_the_sketch_holds_the_range() -> None:
 
     d = torch.diag(torch.tensor([3.0, 2.0, 1.0] + [0.0] * 20, dtype=torch.float64))
     assert xtrace(DenseOperator(d), n=10) == (pytest.approx(6.0, rel=1e-12), 0.0)
+
+
+def test_no_blas_threads_fight_torch_inside_the_eigensolvers() -> None:
+    """Inside top_eigs (both methods) and slq_density, where every step is a torch product (2 OpenMP threads here)
+    followed by scipy work, scipy's BLAS runs on one thread: two pools of 2 threads on 2 cores made each product
+    2–7× slower (#17). Outside the solver the caller's BLAS limit is restored."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from lab.curvature import LinearOperator, slq_density
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    seen: list[list[int]] = []
+    a = torch.diag(torch.linspace(-1.0, 4.0, 60, dtype=torch.float64))
+
+    class Probe(LinearOperator):
+        def _apply(self, v: torch.Tensor) -> torch.Tensor:
+            seen.append(blas_threads())
+            return a @ v
+
+    op = Probe(size=60, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+            for method in ("lanczos", "arpack"):
+                top_eigs(op, k=2, which="SA", method=method, tol=1e-8)
+            slq_density(op, n_runs=1, m=10)
+            outside = blas_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert seen and all(n == 1 for s in seen for n in s), seen[:3]
+    assert all(n == 2 for n in outside)

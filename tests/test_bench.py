@@ -1,0 +1,64 @@
+"""The peer benchmark's smoke run (`benchmarks/bench_peers.py --quick`, seconds): every row runs, lab's answers are
+right, every installed peer ran — correctness only, no timing asserts (timings are ratios in `make bench`)."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_table() -> tuple:
+    spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "benchmarks" / "bench_peers.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_peers"] = mod
+    spec.loader.exec_module(mod)
+    return mod.main(["--quick", "--out", "/nonexistent/never-written.csv"]), mod
+
+
+def test_every_row_runs_lab_and_every_installed_peer(quick_table) -> None:
+    rows, mod = quick_table
+    works = {r["work"] for r in rows}
+    assert len(works) == 10
+    for w in works:
+        lab = [r for r in rows if r["work"] == w and r["kind"] == "lab"]
+        assert lab and all(math.isfinite(r["t_median"]) and r["t_median"] > 0 for r in lab), w
+    names = " ".join(r["method"] for r in rows)
+    for module, dist in mod.PEERS.items():
+        label = {"pyhessian": "PyHessian", "curvlinops": "curvlinops", "hessian_eigenthings": "hessian-eigenthings",
+                 "loss_landscapes": "loss-landscapes", "torch_lr_finder": "torch-lr-finder"}[module]
+        assert (label in names) == (mod._peer(module) is not None), dist
+
+
+def test_lab_answers_are_right(quick_table) -> None:
+    rows, _ = quick_table
+    by = {(r["work"], r["method"]): r for r in rows}
+    for work in ("top-1 eigenvalue", "top-5 eigenvalues", "bottom-1 eigenvalue"):
+        for m in ("lab top_eigs (Lanczos)", "lab top_eigs (ARPACK)"):
+            r = by[work, m]
+            assert r["err"] < 1e-5 and r["hvps"] >= 1, (work, m, r["err"])
+    for (work, m), r in by.items():
+        if work.startswith("2D plane") and m.startswith("lab"):
+            assert r["err"] < 1e-5, (m, r["err"])              # float32 against the float64 plane
+        if work.startswith("trace") and "P = 970" in work:
+            assert 0 <= r["err"] < 0.5, (m, r["err"])          # 30 probes of a P = 970 trace: a loose check
+    warm, cold = by["λmax tracking, 5 points", "lab top_eigs warm (v0)"], by["λmax tracking, 5 points",
+                                                                              "lab top_eigs cold"]
+    assert warm["hvps"] <= cold["hvps"]
+    peers = [r for r in rows if r["kind"] == "peer" and r["err"] != "" and "eigenvalue" in r["work"]]
+    for r in peers:                                             # the peers agree with the float64 reference too
+        assert r["err"] < 1e-3, (r["work"], r["method"], r["err"])
+
+
+def test_peak_memory_is_measured_where_linux_allows(quick_table) -> None:
+    rows, mod = quick_table
+    if not mod._memory_supported():
+        pytest.skip("/proc/self/clear_refs is not writable here: the peak-memory column is left empty")
+    assert all(r["peak_mb"] != "" and r["peak_mb"] >= 0 for r in rows)
+    big = mod.peak_mb(lambda: __import__("torch").ones(50_000_000).sum())      # 200 MB
+    assert 150 < big < 400
