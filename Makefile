@@ -35,7 +35,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[workbook,dev]"
+	$(PY) -m pip install --quiet -e ".[workbook,dev,bench]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lab)" >/dev/null
 	touch $(STAMP)
 
@@ -120,5 +120,4 @@ clean:
 
 # lab against PyHessian, curvlinops, hessian-eigenthings, loss-landscapes and torch-lr-finder in one run
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/bench_peers.py

@@ -71,6 +71,14 @@ def _peer(name: str):
         return None
 
 
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -185,9 +193,10 @@ def _rel_err(vals, ref) -> float:
 
 
 def _pyh(pr: Problem):
-    """A PyHessian instance. Its constructor calls backward(create_graph=True) without zeroing the model's .grad, so
-    a second instance on the same model sees twice the gradient — and twice every eigenvalue (a defect found here,
-    tests/test_peer_defects.py): clear the grads first."""
+    """A PyHessian instance. Its constructor calls backward(create_graph=True) without zeroing the model's .grad (only
+    its eigenvalues/trace/density loops do): an instance built after another one that has not run those sees the sum
+    of both gradients — every eigenvalue doubled, or mixed with the other instance's data (a defect met here,
+    tests/test_peer_defects.py). Clear the grads first."""
     from pyhessian import hessian as PyH
     for p in pr.model.parameters():
         p.grad = None
@@ -494,7 +503,8 @@ def main(argv=None) -> list[dict]:
         print(f"… {work}", file=sys.stderr, flush=True)
         rows[work] = run_row(make(), a.reps, memory)
     out = table(rows)
-    stamp = dict(date=datetime.date.today().isoformat(), machine=platform.processor() or platform.machine(),
+    stamp = dict(date=datetime.date.today().isoformat(), machine=_cpu_model(),
+                 cpu_capability=torch.backends.cpu.get_cpu_capability(),
                  cpus=len(__import__("os").sched_getaffinity(0)), threads=torch.get_num_threads(),
                  torch=torch.__version__, n_train=a.n_train, width=a.width, P=pr.theta.numel(), reps=a.reps,
                  **{f"v_{m}": _version(d) for m, d in PEERS.items()})

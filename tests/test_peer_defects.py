@@ -78,9 +78,10 @@ def test_lr_range_test_model_never_touches_the_model() -> None:
 
 
 def test_a_second_operator_on_the_same_model_sees_the_same_hessian() -> None:
-    """PyHessian's constructor runs backward(create_graph=True) without clearing the model's .grad: a second
-    `hessian(model, ...)` on the same model accumulates onto the first gradient and reports every eigenvalue doubled
-    (met in the benchmark). lab's operators are pure functions of θ: they never read or write .grad."""
+    """PyHessian's constructor runs backward(create_graph=True) without clearing the model's .grad: a
+    `hessian(model, ...)` built after another one that has not yet run eigenvalues()/trace() (which zero the grads)
+    accumulates onto its gradient — every eigenvalue doubled, 0.831 → 1.661 on this net (met in the benchmark). lab's
+    operators are pure functions of θ: they never read or write .grad."""
     from lab.curvature import hvp_operator
 
     model, x, y = _model_and_data()
