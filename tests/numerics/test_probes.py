@@ -90,7 +90,10 @@ def test_fd_zero_below_ulp_threshold(mlp_problem) -> None:
     # the threshold is where the most sensitive coordinate reaches half its gap
     gap = ulp(theta0).double()
     assert 0 < thr <= float((0.5 * gap / d.abs()).max())
-    pr = doubling_probe(loss_fn, theta0, d, h_min=0.75 * thr / 2**24, decades=12, dtype=torch.float32)
+    # 15 decades: the loss itself moves only once |∇L·d|·h passes half an ulp of L (here h ≈ 2e-6, ~10⁵× the
+    # threshold); with 12 decades the sweep stopped at 8.7e-7, where the kernels' rounding decided it (AVX2: moved
+    # at the last point; AVX-512: not at all)
+    pr = doubling_probe(loss_fn, theta0, d, h_min=0.75 * thr / 2**24, decades=15, dtype=torch.float32)
     below = pr.h < thr
     assert below.sum() >= 20 and (~below).sum() >= 5
     assert np.all(pr.fd[below] == 0.0)
