@@ -111,9 +111,10 @@ new: $(STAMP)
 	@test -n "$(strip $(NB))" -a -n "$(NAME)" || { echo "usage: make new NB=07 NAME=flatness"; exit 2; }
 	$(PY) -m lab new $(NB_ONE) '$(subst ','\'',$(NAME))'
 
+# JupyterLab on the notebooks; as root (a container, CI) it needs --allow-root. It prints the URL to open.
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[jupyter]"
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 clean:
 	rm -rf runs report
