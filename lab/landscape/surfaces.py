@@ -98,8 +98,15 @@ class _FirstAffine:
         i = 0
         while i < len(children) and isinstance(children[i], nn.Flatten):
             i += 1
-        return (i < len(children) and type(children[i]) is nn.Linear
-                and {n for n, _ in parts.model.named_parameters()} == set(parts.spec.names))
+        if i >= len(children) or type(children[i]) is not nn.Linear:
+            return False
+        named = list(parts.model.named_children())
+        first = {f"{named[i][0]}.weight", f"{named[i][0]}.bias"}
+        rest = {f"{n}.{k}" for n, m in named[i + 1:] for k, _ in m.named_parameters(remove_duplicate=False)}
+        # every parameter once, and the later layers' parameters their own: a weight tied to the first layer would
+        # otherwise be read from the module, stale, instead of from θ
+        return (set(parts.spec.names) == {n for n, _ in parts.model.named_parameters()}
+                and rest == set(parts.spec.names) - first)
 
     def __call__(self, c: torch.Tensor) -> torch.Tensor:
         """c (k,) float64 ↦ the loss, a 0-d tensor in the evaluation dtype."""

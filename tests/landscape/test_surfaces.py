@@ -165,6 +165,13 @@ def test_affine_path_is_taken_only_where_it_applies() -> None:
     bn = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3)).double().eval()
     assert not _FirstAffine.applies(make_loss_fn(bn, torch.randn(8, 4, dtype=torch.float64),
                                                  torch.randint(0, 3, (8,)))[0])
+    tied = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh(), torch.nn.Linear(4, 4)).double().eval()
+    tied[2].weight = tied[0].weight                        # a later layer reading the first layer's weight
+    tied_fn, tied_theta, _ = make_loss_fn(tied, torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 4, (8,)))
+    assert not _FirstAffine.applies(tied_fn)
+    e1, e2 = torch.randn_like(tied_theta), torch.randn_like(tied_theta)
+    np.testing.assert_allclose(plane(tied_fn, tied_theta, e1, e2, a, a).loss,
+                               [[float(tied_fn(tied_theta + x * e1 + y * e2)) for x in a] for y in a], rtol=1e-12)
     with pytest.raises(ValueError, match="parameter 'method'"):
         plane(loss_fn, theta, d1, d2, a, a, method="fast")
     with pytest.raises(ValueError, match="parameter 'chunk_size'"):
