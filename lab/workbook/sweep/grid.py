@@ -249,7 +249,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def identity(declared: dict[str, dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
     """The parameters that name a point: those whose value differs from the chapter's declared default, so
-    {max_width: 256} and {max_width: 256, n_seeds: 5} (the default) are the same run with the same id."""
+    {max_width: 512} and {max_width: 512, n_seeds: 5} (the default) are the same run with the same id."""
     defaults = canonical(declared, {k: d for k, v in declared.items()
                                     if (d := _literal_default(v)) is not _NO_DEFAULT})
     return {k: v for k, v in params.items() if not (k in defaults and _same(v, defaults[k]))}
