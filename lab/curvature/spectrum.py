@@ -56,67 +56,83 @@ def _residuals(op: LinearOperator, values: np.ndarray, vectors: torch.Tensor) ->
 
 
 class _Basis:
-    """Lanczos vectors as the rows of 16-row float64 blocks: growing never copies, and memory is ~(steps taken) × P
-    (rows are contiguous, so each reorthogonalisation is two matrix-vector products per block, no gathers)."""
+    """Lanczos vectors as the rows of 16-row blocks: growing never copies, and memory is ~(steps taken) × P (rows
+    are contiguous, so each reorthogonalisation pass is two matrix-vector products per block, no gathers).
+
+    The rows are stored in `dtype`: float64 for a float64 operator, float32 for a float32 one. The recurrence itself
+    runs in float64 on the exact current vectors; only the copies kept for reorthogonalisation are rounded, so the
+    basis stays orthogonal to ~1e-7 — far inside the float32 products' own rounding, and semi-orthogonal in float32
+    terms, which is all Lanczos needs for its Ritz values (Simon 1984). A float32 basis halves the memory and the
+    memory traffic of reorthogonalisation, the solver's cost beyond the products on a CPU."""
 
     BLOCK = 16
 
-    def __init__(self, p: int, device: torch.device):
-        self.p, self.device, self.n = p, device, 0
+    def __init__(self, p: int, device: torch.device, dtype: torch.dtype = torch.float64):
+        self.p, self.device, self.dtype, self.n = p, device, dtype, 0
         self.blocks: list[torch.Tensor] = []
 
     def append(self, q: torch.Tensor) -> None:
         if self.n % self.BLOCK == 0:
-            self.blocks.append(torch.empty(self.BLOCK, self.p, dtype=torch.float64, device=self.device))
+            self.blocks.append(torch.empty(self.BLOCK, self.p, dtype=self.dtype, device=self.device))
         self.blocks[-1][self.n % self.BLOCK] = q
         self.n += 1
-
-    def __getitem__(self, j: int) -> torch.Tensor:
-        return self.blocks[j // self.BLOCK][j % self.BLOCK]
 
     def _rows(self):
         for i, blk in enumerate(self.blocks):
             yield i * self.BLOCK, blk[:min(self.BLOCK, self.n - i * self.BLOCK)]
 
     def orthogonalize(self, w: torch.Tensor) -> torch.Tensor:
-        """w minus its projection on every vector: classical Gram–Schmidt, repeated once if the pass removed more than
-        1 − 1/√2 of w's norm (the DGKS criterion ARPACK uses; "twice is enough"). The second pass is rarely needed
-        after the three-term recurrence, and each pass reads the whole basis (memory-bound on a CPU)."""
+        """w (float64) minus its projection on every vector: classical Gram–Schmidt, repeated once if the pass
+        removed more than 1 − 1/√2 of w's norm (the DGKS criterion ARPACK uses; "twice is enough"). The second pass
+        is rarely needed after the three-term recurrence, and each pass reads the whole basis (memory-bound on a
+        CPU)."""
         for _ in range(2):
             before = float(torch.linalg.vector_norm(w))
+            x = w.to(self.dtype)
+            corr = torch.zeros_like(x)
             for _, rows in self._rows():
-                w = w - rows.T @ (rows @ w)
+                corr.addmv_(rows.T, rows @ x)
+            w = w - corr.to(torch.float64)
             if float(torch.linalg.vector_norm(w)) > before / np.sqrt(2):
                 break
         return w
 
     def combine(self, s: torch.Tensor) -> torch.Tensor:
-        """Σ_j basis_j s_j: (n, k) coefficients ↦ (P, k)."""
+        """Σ_j basis_j s_j: (n, k) coefficients ↦ (P, k), float64."""
         out = torch.zeros(self.p, s.shape[1], dtype=torch.float64, device=self.device)
         for start, rows in self._rows():
-            out += rows.T @ s[start:start + rows.shape[0]]
+            out += (rows.T @ s[start:start + rows.shape[0]].to(self.dtype)).to(torch.float64)
         return out
+
+
+def _basis_dtype(op: LinearOperator) -> torch.dtype:
+    """float64 for a float64 operator, else float32 (the products' own precision bounds what a basis can add)."""
+    return torch.float64 if op.dtype == torch.float64 else torch.float32
 
 
 def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec: np.ndarray,
                   max_steps: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, bool]:
-    """Plain Lanczos with full reorthogonalisation (a float64 basis on the operator's device), stopped at the first
-    step where the k wanted Ritz pairs have residual estimates β_j·|s_ji| ≤ tol·max(|θ_i|, ε‖T‖): (values, vectors,
-    residual estimates, converged). One operator product per step; nothing else is applied."""
+    """Plain Lanczos with full reorthogonalisation (float64 recurrence, a basis in the operator's precision on its
+    device), stopped at the first step where the k wanted Ritz pairs have residual estimates β_j·|s_ji| ≤
+    tol·max(|θ_i|, ε‖T‖): (values, vectors, residual estimates, converged). One operator product per step; nothing
+    else is applied."""
     p = op.size
     steps = min(max_steps, p)
-    basis = _Basis(p, op.device)               # grows as needed: memory ~ the steps taken × P, not max_steps × P
+    basis = _Basis(p, op.device, _basis_dtype(op))   # grows as needed: memory ~ the steps taken × P
     q = torch.from_numpy(start_vec).to(device=op.device, dtype=torch.float64)
-    basis.append(q / torch.linalg.vector_norm(q))
+    q = q / torch.linalg.vector_norm(q)
+    q_prev = None
+    basis.append(q)
     alpha: list[float] = []
     beta: list[float] = []
     eps = float(np.finfo(np.float64).eps)
-    converged = False
     for j in range(steps):
-        w = op(basis[j]).to(torch.float64)
-        a = float(basis[j] @ w)
+        w = op(q).to(torch.float64, copy=True)    # ours to change in place (an operator may return its input)
+        a = float(q @ w)
         alpha.append(a)
-        w = w - a * basis[j] - (beta[-1] * basis[j - 1] if j > 0 else 0.0)
+        w.sub_(q, alpha=a)
+        if q_prev is not None:
+            w.sub_(q_prev, alpha=beta[-1])
         w = basis.orthogonalize(w)             # full reorthogonalisation
         b = float(torch.linalg.vector_norm(w))
         m = j + 1
@@ -132,7 +148,8 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
                 vectors = basis.combine(torch.from_numpy(s[:, idx]).to(device=op.device, dtype=torch.float64))
                 return ritz[idx], vectors, res, converged
         beta.append(b)
-        basis.append(w / b)
+        q_prev, q = q, w.div_(b)
+        basis.append(q)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -282,7 +299,8 @@ def power_iteration(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | N
 
 
 def lanczos(op: LinearOperator, q0: torch.Tensor, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """m-step Lanczos with full reorthogonalization (float64 basis) from a unit vector q0.
+    """m-step Lanczos with full reorthogonalization from a unit vector q0 (a float64 recurrence; the basis kept for
+    reorthogonalisation in the operator's precision, float64 or float32).
 
     Args:
         op: the operator (products in its dtype).
@@ -301,25 +319,28 @@ def lanczos(op: LinearOperator, q0: torch.Tensor, m: int) -> tuple[np.ndarray, n
     """
     p = q0.numel()
     steps = min(m, p)
-    basis = _Basis(p, q0.device)
-    basis.append(q0.to(torch.float64))
+    basis = _Basis(p, q0.device, _basis_dtype(op))
+    q, q_prev = q0.to(torch.float64), None
+    basis.append(q)
     alpha: list[float] = []
     beta: list[float] = []
     scale = 0.0
     eps = torch.finfo(op.dtype).eps
     for j in range(steps):
-        q = basis[j]
-        w = op(q).to(torch.float64)
+        w = op(q).to(torch.float64, copy=True)    # ours to change in place (an operator may return its input)
         a = float(q @ w)
         alpha.append(a)
-        w = w - a * q - (beta[-1] * basis[j - 1] if j > 0 else 0.0)
+        w.sub_(q, alpha=a)
+        if q_prev is not None:
+            w.sub_(q_prev, alpha=beta[-1])
         w = basis.orthogonalize(w)             # full reorthogonalisation
         b = float(torch.linalg.vector_norm(w))
         scale = max(scale, abs(a) + b + (beta[-1] if beta else 0.0))
         if j + 1 == steps or b <= scale * np.sqrt(eps):
             break
         beta.append(b)
-        basis.append(w / b)
+        q_prev, q = q, w.div_(b)
+        basis.append(q)
     return np.asarray(alpha), np.asarray(beta)
 
 

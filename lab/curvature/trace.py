@@ -1,4 +1,6 @@
-"""Trace estimators on operators: Hutchinson and Hutch++ (Meyer, Musco, Musco & Woodruff 2021)."""
+"""Trace estimators on operators: Hutchinson, Hutch++ (Meyer, Musco, Musco & Woodruff 2021) and XTrace (Epperly,
+Tropp & Webber 2024). Each applies its probes through `op.matmat`, all at once, so an operator that batches products
+(`HessianOperator` on small nets and on a GPU) does."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +14,11 @@ __all__ = ["hutchinson_trace", "hutchpp_trace", "xtrace"]
 def _rademacher(p: int, n: int, gen: torch.Generator) -> torch.Tensor:
     """A p × n matrix of ±1 entries (float64, CPU)."""
     return torch.randint(0, 2, (p, n), generator=gen).to(torch.float64).mul_(2).sub_(1)
+
+
+def _cols(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """diag(aᵀb): the dot products of matching columns."""
+    return (a * b).sum(0)
 
 
 def _mean_se(samples: list[float]) -> tuple[float, float]:
@@ -43,7 +50,7 @@ def hutchinson_trace(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | 
         raise ValueError(f"parameter 'n' = {n} is not allowed: expected n >= 2 (for a standard error)")
     op = as_operator(op_or_loss, theta, "lab.curvature.hutchinson_trace")
     z = _rademacher(op.size, n, torch.Generator().manual_seed(seed)).to(op.device)
-    return _mean_se([float(z[:, i] @ op(z[:, i]).to(torch.float64)) for i in range(n)])
+    return _mean_se(_cols(z, op.matmat(z).to(torch.float64)).tolist())
 
 
 def hutchpp_trace(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None = None, n: int = 99,
@@ -76,17 +83,11 @@ def hutchpp_trace(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | Non
     m = min(n // 3, p)
     s = _rademacher(p, m, gen).to(op.device)
     g = _rademacher(p, n - 2 * m, gen).to(op.device)
-    hs = torch.stack([op(s[:, j]).to(torch.float64) for j in range(m)], dim=1)
-    q = torch.linalg.qr(hs).Q
-    top = sum(float(q[:, j] @ op(q[:, j]).to(torch.float64)) for j in range(m))
+    q = torch.linalg.qr(op.matmat(s).to(torch.float64)).Q
+    top = float(_cols(q, op.matmat(q).to(torch.float64)).sum())
     g = g - q @ (q.T @ g)
-    est, se = _mean_se([float(g[:, i] @ op(g[:, i]).to(torch.float64)) for i in range(g.shape[1])])
+    est, se = _mean_se(_cols(g, op.matmat(g).to(torch.float64)).tolist())
     return top + est, se
-
-
-def _cols(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """diag(aᵀb): the dot products of matching columns."""
-    return (a * b).sum(0)
 
 
 def xtrace(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None = None, n: int = 100,
@@ -125,12 +126,9 @@ def xtrace(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None = Non
     om = torch.randn(p, m, generator=gen, dtype=torch.float64).to(op.device)
     om = np.sqrt(p) * om / torch.linalg.vector_norm(om, dim=0)
 
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([op(x[:, j]).to(torch.float64) for j in range(x.shape[1])], dim=1)
-
-    y = apply(om)
+    y = op.matmat(om).to(torch.float64)
     q, r = torch.linalg.qr(y)
-    z = apply(q)
+    z = op.matmat(q).to(torch.float64)
     h = q.T @ z
     if float(r.diagonal().abs().min()) <= 1e-12 * float(r.diagonal().abs().max()):
         # the sketch has rank < m: for a symmetric operator its range holds the operator's whole range, so the

@@ -219,3 +219,88 @@ def test_no_blas_threads_fight_torch_inside_the_eigensolvers() -> None:
         torch.set_num_threads(threads)
     assert seen and all(n == 1 for s in seen for n in s), seen[:3]
     assert all(n == 2 for n in outside)
+
+
+# ------------------------------------------------------------------------------------ several vectors at once
+def _mse_f_loss(x, y):
+    """A loss written with F.mse_loss: forward-over-reverse of it raises "ZeroTensors are immutable" in torch 2.14."""
+    def f(t):
+        return torch.nn.functional.mse_loss(x @ t.view(3, 5).T, y)
+    return f
+
+
+@pytest.mark.parametrize("case", ["vmap_jvp", "grads_batched", "one_by_one"])
+def test_matmat_equals_the_dense_hessian_in_every_batch_mode(problem, case: str) -> None:
+    """Each way of applying several vectors gives H·V (float64, against the dense Hessian), counts one product a
+    column, and a mode that fails is dropped for the next (F.mse_loss cannot be vmapped forward-over-reverse)."""
+    f, theta, *_ = problem
+    if case == "grads_batched":
+        torch.manual_seed(0)
+        x, y = torch.randn(40, 5, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64)
+        f, theta = _mse_f_loss(x, y), torch.randn(15, dtype=torch.float64)
+    op = hvp_operator(f, theta, batched=case != "one_by_one", batch=3)     # batch 3: 7 columns in 3 passes
+    v = torch.randn(theta.numel(), 7, dtype=torch.float64)
+    out = op.matmat(v)
+    np.testing.assert_allclose(out.numpy(), (dense_hessian(f, theta) @ v).numpy(), rtol=1e-10, atol=1e-12)
+    assert op.count == 7
+    assert op.batch_mode == (case if case != "one_by_one" else "vmap_jvp") and op.batched == (case != "one_by_one")
+
+
+def test_matmat_refuses_nothing_it_should_raise(problem) -> None:
+    """A loss that fails for its own reasons (not a batching limitation) still raises from the one-by-one path."""
+    _, theta, *_ = problem
+
+    def broken(t):
+        raise RuntimeError("the loss's own bug")
+
+    with pytest.raises(RuntimeError, match="own bug"):
+        hvp_operator(broken, theta).matmat(torch.ones(theta.numel(), 3, dtype=torch.float64))
+
+
+def test_matmat_auto_batches_small_p_on_a_cpu_only(problem) -> None:
+    f, theta, *_ = problem
+    assert hvp_operator(f, theta).batched
+    big = torch.zeros(HessianOperator.BATCH_MAX_P + 1)
+    assert not hvp_operator(lambda t: (t ** 2).sum(), big).batched
+    assert hvp_operator(lambda t: (t ** 2).sum(), big, batched=True).batched
+    with pytest.raises(ValueError, match="'batch'"):
+        hvp_operator(f, theta, batch=0)
+
+
+def test_matmat_of_sums_and_dense(problem) -> None:
+    f, theta, batch_loss, x, y = problem
+    v = torch.randn(theta.numel(), 4, dtype=torch.float64)
+    h = dense_hessian(f, theta)
+    mb = minibatch_hvp_operator(batch_loss, theta, [(x[:20], y[:20]), (x[20:], y[20:])])
+    np.testing.assert_allclose(mb.matmat(v).numpy(), (h @ v).numpy(), rtol=1e-10, atol=1e-12)
+    assert mb.count == 4
+    dl = dataloader_hvp_operator(batch_loss, theta, DataLoader(TensorDataset(x, y), batch_size=10))
+    np.testing.assert_allclose(dl.matmat(v).numpy(), (h @ v).numpy(), rtol=1e-10, atol=1e-12)
+    dense = DenseOperator(h)
+    assert torch.equal(dense.matmat(v), h @ v) and dense.matmat(v[:, 0]).shape == (theta.numel(), 1)
+
+
+def test_trace_estimators_agree_whether_products_are_batched_or_not(problem) -> None:
+    """The same probes give the same estimate (to rounding) batched or one at a time."""
+    from lab.curvature import xtrace
+    f, theta, *_ = problem
+    for est in (hutchinson_trace, hutchpp_trace, xtrace):
+        a = est(hvp_operator(f, theta, batched=True), n=12, seed=4)
+        b = est(hvp_operator(f, theta, batched=False), n=12, seed=4)
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_lanczos_keeps_a_float32_basis_for_float32_operators(problem) -> None:
+    """The basis kept for reorthogonalisation is in the operator's precision (float32 halves its memory and
+    traffic); the eigenvalues still match the float64 dense spectrum to float32's rounding, with no more products
+    than with a float64 basis."""
+    from lab.curvature import spectrum
+    f, theta, *_ = problem
+    evals = torch.linalg.eigvalsh(dense_hessian(f, theta)).numpy()
+    f32 = hvp_operator(f, theta.float())
+    assert spectrum._basis_dtype(f32) == torch.float32
+    assert spectrum._basis_dtype(hvp_operator(f, theta)) == torch.float64
+    e32 = top_eigs(f32, k=3, tol=1e-6)
+    np.testing.assert_allclose(e32.values, evals[::-1][:3], rtol=2e-5, atol=2e-6 * abs(evals).max())
+    e64 = top_eigs(hvp_operator(f, theta), k=3, tol=1e-6)
+    assert e32.n_hvp <= e64.n_hvp + 2
