@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BROWSER := $(VENV)/.browser
 NB     ?=
 NAME   ?=
 PARAMS ?=
@@ -14,7 +15,8 @@ NB_ONE  = '$(subst ','\'',$(strip $(NB)))'
 NB_LIST = $(foreach n,$(NB),'$(subst ','\'',$(n))')
 CHAPTERS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: bench help install workbook test fast lint unit nbval robustness robustness-ci run sweep lab refresh report new clean
+.PHONY: bench help install workbook test fast lint unit nbval robustness robustness-ci run sweep lab refresh report \
+	report-preview new clean
 
 help:
 	@echo "make workbook   run every chapter (papermill, into runs/) and build report/index.html"
@@ -30,16 +32,28 @@ help:
 	@echo "make refresh [NB=07 | NB='01 03']   re-execute chapters in place at defaults (all without NB): the only"
 	@echo "               writer of the committed notebooks/ and figures/"
 	@echo "make new NB=07 NAME=flatness   start notebooks/07_flatness.ipynb from notebooks/template.ipynb"
+	@echo "make report     rebuild report/ (Jupyter Book, offline) from the default runs in runs/"
+	@echo "make report-preview   the report of the committed chapters in notebooks/, into runs/report-preview/"
 	@echo "make lab        JupyterLab"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[workbook,dev,bench]"
+	$(PY) -m pip install --quiet -e ".[workbook,dev,bench,report]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lab)" >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's chromium, for the report's browser test (tests/workbook/test_report_browser.py: playwright drives it and
+# never downloads a browser of its own). Installed when absent and we are root with apt-get (a container, CI);
+# elsewhere nothing is done and the test skips, saying why. The stamp is written once the browser is there.
+$(BROWSER): $(STAMP)
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
+	    || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; } \
+	    || echo "make: could not install chromium; the report's browser test will skip"; fi
+	@if [ -x /usr/bin/chromium ]; then touch $(BROWSER); fi
 
 workbook: $(STAMP)
 	$(PY) -m lab workbook
@@ -51,7 +65,7 @@ workbook: $(STAMP)
 # ignore (a run that overwrote a new chapter's uncommitted figure is caught too).
 TREE_STATE = { git status --porcelain=v1 --untracked-files=all; git diff HEAD --binary; \
   git ls-files --others --exclude-standard -z | xargs -0 git hash-object --; } | cksum
-test: $(STAMP)
+test: $(STAMP) $(BROWSER)
 	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then $(TREE_STATE) > .tree-before.tmp; \
 	  else echo "make test: not a git checkout, the working-tree guard is off"; fi
 	$(MAKE) --no-print-directory lint unit nbval robustness-ci
@@ -102,6 +116,10 @@ sweep: $(STAMP)
 
 report: $(STAMP)
 	$(PY) -m lab report
+
+# the report built from the committed, executed chapters in notebooks/ (nothing executed) into runs/report-preview/
+report-preview: $(STAMP)
+	$(PY) -m lab report --committed
 
 # every chapter, or those in NB (NB=07 or NB='01 03')
 refresh: $(STAMP)

@@ -13,7 +13,8 @@ TESTS = Path(__file__).resolve().parent
 # unit tests that `pytest --durations=30` shows taking seconds each (5 s or more on 2 shared CPU cores), so that the
 # fast tier stays well under a minute. A test elsewhere can carry @pytest.mark.slow itself.
 SLOW_FILES = {"workbook/test_sweep.py", "workbook/test_robustness.py", "workbook/test_runner.py",
-              "workbook/test_integrity_runs.py", "workbook/test_report.py", "test_bench.py"}
+              "workbook/test_integrity_runs.py", "workbook/test_report.py", "workbook/test_report_browser.py",
+              "test_bench.py"}
 SLOW_TESTS = {
     "curvature/test_operators.py::test_every_estimator_takes_an_operator",
     "test_library.py::test_library_runs_with_only_torch_numpy_scipy",  # a fresh interpreter; the import rule is fast

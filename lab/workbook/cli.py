@@ -47,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     wb.add_argument("nb", nargs="*", help="chapters to run (default: all)")
     ref = sub.add_parser("refresh", help="re-execute chapters in place at defaults (source keeps outputs)")
     ref.add_argument("nb", nargs="*", help="chapters to refresh (default: all)")
-    sub.add_parser("report", help="rebuild report/ from the existing default runs in runs/")
+    rep = sub.add_parser("report", help="rebuild report/ (Jupyter Book) from the existing default runs in runs/")
+    rep.add_argument("--committed", action="store_true", help="build from the committed, executed chapters in "
+                     "notebooks/ instead (a preview; nothing is executed), into runs/report-preview/")
+    rep.add_argument("--out-dir", default=None, help="report folder (default report/, or runs/report-preview/ with "
+                     "--committed)")
     sw = sub.add_parser("sweep", help="run a chapter over a grid of parameters on Dask into runs/<sweep>/ (resumable)")
     sw.add_argument("nb", help="chapter: 01, 01_noise_floor or a notebook path")
     sw.add_argument("--grid", required=True, help="YAML grid: {param: [values]} for the full product, or "
@@ -244,13 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(new_chapter(args.number, args.name))
         elif args.cmd == "report":
-            from lab.workbook.paths import RUNS
-            from lab.workbook.report import build_report, default_runs
+            from lab.workbook.paths import REPORT, RUNS
+            from lab.workbook.report import build_report, default_runs, preview_report
 
+            if args.committed:
+                print(preview_report(args.out_dir))
+                return 0
             runs = default_runs(RUNS)
             if not runs:
                 raise ValueError(f"no executed chapters in {RUNS}; run `python -m lab workbook` first")
-            print(build_report(runs))
+            print(build_report(runs, args.out_dir or REPORT))
     except (ValueError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

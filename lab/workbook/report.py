@@ -1,4 +1,6 @@
-"""Build the HTML lab report (an index of chapters, claims and key figures) from executed notebooks."""
+"""Build the lab report from executed notebooks with Jupyter Book 1 (Sphinx, myst-nb, sphinx-book-theme): an index
+of chapters, claims and key figures, and one cleaned page per chapter; never re-executed, offline, opens from file://.
+"""
 from __future__ import annotations
 
 import base64
@@ -165,83 +167,478 @@ def _key_figure(nb: nbformat.NotebookNode, chapter: str, fig_dir: Path, path: Pa
     return None
 
 
-def _chapter_html(nb: nbformat.NotebookNode, dest: Path) -> None:
-    """Write the full executed notebook (inputs and outputs) as one HTML page."""
-    from nbconvert import HTMLExporter
+# ---------------------------------------------------------------------------------------------------------------------
+# The report is a Jupyter Book (1.x: Sphinx, myst-nb, sphinx-book-theme) built from cleaned copies of the executed
+# notebooks, never re-executed: execute_notebooks is "off". Everything it loads is local (no CDN, no MathJax, no
+# thebe, no launch or repository buttons), so the pages open from file:// with no network.
 
-    resources = {"metadata": {"path": str(NOTEBOOKS)}}
-    try:
-        body, _ = HTMLExporter(embed_images=True).from_notebook_node(nb, resources=resources)
-    except Exception:  # noqa: BLE001 - a missing markdown image must not break the report
-        body, _ = HTMLExporter().from_notebook_node(nb, resources=resources)
-    dest.write_text(body, encoding="utf-8")
+WORKBOOK_QUESTION = (
+    "An open research workbook on the geometry of neural-network loss landscapes: how rough is a loss surface "
+    "at the scales we probe it, what its curvature — the Hessian's eigenvalues, their outliers and bulk — looks "
+    "like at initialisation and after training, and what that geometry says about how networks train. Each "
+    "chapter asks one question, answers it with measurements and checks its own claims against theory or an "
+    "independent float64 computation; the verdicts and numbers below are this run's own outputs.")
+REPORT_MARK = ".lab-report"  # marker file inside a built report: only a folder carrying it (or empty) is replaced
+WIDGET_MIMETYPE = "application/vnd.jupyter.widget-view+json"
+LAB_MIMETYPE_PREFIX = "application/vnd.lab."
+VALIDATION_RE = re.compile(r"\bstart_chapter\(|lab\.workbook\.validate\b|raise \w*Error\(\s*f?[\"']parameter '")
+NBVAL_LINE_RE = re.compile(r"^\s*# NBVAL_[A-Z_]+\s*$")
+PATH_ECHO_RE = re.compile(r"^(Posix|Windows)?Path\('[^']*'\)$")  # save_fig's return value, echoed
+PNG_NAME_RE = re.compile(r"([\w.-]+\.png)\b")
+SAVE_FIG_RE = re.compile(r"save_fig\([^,()]+,[^,()]+,\s*[\"']([\w-]+)[\"']")
+BUILD_TIMEOUT = 600  # seconds for one Jupyter Book build
+EXTENSIONS = ["sphinx_togglebutton", "sphinx_copybutton", "myst_nb", "jupyter_book", "sphinx_external_toc",
+              "sphinx_design", "sphinx_book_theme"]  # JB's defaults less sphinx_thebe, sphinx_comments, intersphinx
+
+_CSS = """.lab-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9em;width:100%}
+.lab-table td,.lab-table th{border:1px solid var(--pst-color-border,#ccc);padding:.25rem .5rem;text-align:left;
+vertical-align:top}.lab-table th{background:var(--pst-color-surface,#f3f4f5)}
+.lab-PASS{color:#1a7f37;font-weight:bold}.lab-FAIL{color:#cf222e;font-weight:bold}
+.lab-nums{font-family:var(--pst-font-family-monospace,monospace);font-size:.85em}
+.lab-meta th{width:9rem;white-space:nowrap}.lab-tally{font-weight:bold}
+"""
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.25rem .5rem;
-text-align:left;vertical-align:top}.PASS{color:#1a7f37;font-weight:bold}.FAIL{color:#cf222e;font-weight:bold}
-img{max-width:100%}section{border-top:1px solid #ddd;margin-top:2rem}.nums{font-family:monospace;
-font-size:.9em}.meta{color:#666}"""
+def _fmt_value(v: Any) -> str:
+    """A claim number for the tables: floats to 4 significant digits, lists element-wise, None as 'n/a'."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+    return _fmt_number(v)
 
 
-def _claims_table(claims: list[dict[str, Any]]) -> str:
-    """HTML table of claims: id, verdict, statement, numbers."""
+def _status_text(state: str) -> str:
+    """The loud line for a run that is not complete ('' for a complete one)."""
+    return {"complete": "",
+            "failed": "execution failed: a cell raised an error, so this run's claims are not a result",
+            "incomplete": "incomplete run (killed or interrupted): some cells never finished, so its claims are not "
+                          "a result"}[state]
+
+
+def _status_admonition(state: str) -> str:
+    """A MyST error admonition flagging a failed or incomplete run ('' for a complete one)."""
+    if state == "complete":
+        return ""
+    head = "Execution failed" if state == "failed" else "Incomplete run"
+    return f"```{{error}} {head}\n{_status_text(state)[0].upper()}{_status_text(state)[1:]}.\n```\n\n"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    """'Parameters: x = 4, y = 'a'' for a parameterized run, 'Default parameters.' otherwise."""
+    if not params:
+        return "Default parameters."
+    return "Parameters: " + ", ".join(f"{k} = {v!r}" for k, v in sorted(params.items()))
+
+
+def claims_table(claims: list[dict[str, Any]]) -> str:
+    """One-block HTML table of claims (id, verdict, statement, this run's numbers), for a MyST page."""
     if not claims:
-        return "<p class='meta'>No claims recorded.</p>"
+        return "<p class='lab-meta'>No claims recorded.</p>"
     rows = []
     for c in claims:
         verdict = c["verdict"] or ("PASS" if c["passed"] else "FAIL") + " (no verdict line)"
-        cls = "PASS" if c["passed"] else "FAIL"
-        nums = ", ".join(f"{html.escape(str(k))}={html.escape(_fmt_number(v))}"
-                         for k, v in c["numbers"].items())
+        cls = "lab-PASS" if c["passed"] else "lab-FAIL"
+        nums = ", ".join(f"{html.escape(str(k))}={html.escape(_fmt_value(v))}" for k, v in c["numbers"].items())
         rows.append(f"<tr><td>{html.escape(c['id'])}</td><td class='{cls}'>{html.escape(verdict)}</td>"
-                    f"<td>{html.escape(c['statement'])}</td><td class='nums'>{nums}</td></tr>")
-    return ("<table><tr><th>claim</th><th>verdict</th><th>statement</th><th>numbers</th></tr>"
-            + "".join(rows) + "</table>")
+                    f"<td>{html.escape(c['statement'])}</td><td class='lab-nums'>{nums}</td></tr>")
+    return ("<table class='lab-table lab-claims'><thead><tr><th>claim</th><th>verdict</th><th>statement</th>"
+            "<th>numbers</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def _git(*args: str) -> str:
+    """Output of a read-only git command in the repository, '' when git or the repository is unavailable."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), *args], capture_output=True, text=True,
+                           timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def provenance(nb: nbformat.NotebookNode, path: Path) -> tuple[str, str]:
+    """(commit, run date) of an executed notebook: the runner's record and papermill's end time; for a committed
+    chapter (refreshed in place, its run records stripped) the last commit of its file."""
+    mark = nb.metadata.get(RUN_MARK) or {}
+    commit = str(mark.get("commit") or "")
+    pm = nb.metadata.get("papermill") or {}
+    when = str(pm.get("end_time") or pm.get("start_time") or "")
+    if when:
+        try:
+            when = _dt.datetime.fromisoformat(when).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+        except ValueError:
+            pass
+    if not commit or not when:
+        log = _git("log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M", "--", str(Path(path).resolve()))
+        if log and Path(path).resolve().is_relative_to(NOTEBOOKS.resolve()):
+            h, _, d = log.partition(" ")
+            commit = commit or f"{h} (last commit of {Path(path).name})"
+            when = when or f"{d} (committed)"
+    if not when:
+        mtime = _dt.datetime.fromtimestamp(Path(path).stat().st_mtime).astimezone()
+        when = mtime.strftime("%Y-%m-%d %H:%M %Z") + " (file time)"
+    return commit or "not recorded", when
+
+
+def format_environment(s: dict[str, Any]) -> str:
+    """The environment stamp in one readable line: device (GPU or CPU), torch, CPU kernels, threads, BLAS, dtype."""
+    if not s:
+        return "not recorded (the run showed no environment stamp)"
+    parts = []
+    if s.get("device", "cpu").startswith("cuda"):
+        gpu = f"GPU {s.get('device_name', '?')}"
+        if s.get("gpu_capability"):
+            gpu += f" (sm {s['gpu_capability']})"
+        parts.append(gpu + f", CUDA {s.get('cuda', '?')}, driver {s.get('driver', '?')}, cuDNN {s.get('cudnn', '?')}")
+        parts.append(f"TF32 matmul {s.get('tf32_matmul')}, cuDNN {s.get('tf32_cudnn')}")
+    parts.append(f"CPU {s.get('cpu', '?')} ({s.get('device_name', '?') if s.get('device') == 'cpu' else 'host'})")
+    parts.append(f"torch {s.get('torch', '?')}, numpy {s.get('numpy', '?')}, Python {s.get('python', '?')}")
+    parts.append(f"kernels {s.get('cpu_kernels', '?')} (ATEN_CPU_CAPABILITY={s.get('aten_cpu_capability', '?')})")
+    threads = f"threads {s.get('threads', '?')}"
+    if s.get("mkl_threads") is not None:
+        threads += f" (MKL {s['mkl_threads']})"
+    parts.append(threads)
+    parts.append(f"BLAS {s.get('blas', '?')}")
+    parts.append(f"dtype {s.get('default_dtype', '?')}, deterministic {s.get('deterministic', '?')}, "
+                 f"seed {s.get('seed', '?')}")
+    return " · ".join(parts)
+
+
+def _meta_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column HTML table (label, value), escaped, on one line for MyST."""
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table class='lab-table lab-meta'><tbody>{body}</tbody></table>"
+
+
+def _tally(claims: list[dict[str, Any]], state: str) -> str:
+    """'3/4 claims pass' for a complete run; a run that is not complete is not counted."""
+    if state != "complete":
+        return f"{len(claims)} claims, not counted"
+    return f"{sum(c['passed'] for c in claims)}/{len(claims)} claims pass"
+
+
+def _is_explorer(cell: nbformat.NotebookNode) -> bool:
+    """An interactive explorer cell: tagged skip-execution, or built on ipywidgets' interact."""
+    src = _text(cell.source)
+    return "skip-execution" in cell.metadata.get("tags", []) or bool(re.search(r"\binteract(ive)?\(", src))
+
+
+def _has_error(cell: nbformat.NotebookNode) -> bool:
+    """True when the cell holds an error output (it is kept whatever it is, so the traceback shows)."""
+    return any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+
+
+def _drop_cell(cell: nbformat.NotebookNode) -> bool:
+    """Cells the report leaves out: parameters, papermill's injected parameters, the start_chapter/validation
+    cell and explorers; never one holding the traceback of a failed run."""
+    if cell.cell_type != "code" or _has_error(cell):
+        return False
+    tags = cell.metadata.get("tags", [])
+    return ("parameters" in tags or "injected-parameters" in tags or _is_explorer(cell)
+            or bool(VALIDATION_RE.search(_text(cell.source))))
+
+
+def _clean_output(out: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
+    """An output as the report shows it, or None to drop it: stderr, widgets (tqdm bars), lab records with no
+    readable part."""
+    kind = out.get("output_type")
+    if kind == "stream":
+        return out if out.get("name") != "stderr" else None
+    if kind not in ("display_data", "execute_result"):
+        return out
+    data = out.get("data", {})
+    if WIDGET_MIMETYPE in data or (set(data) == {"text/plain"} and PATH_ECHO_RE.match(_text(data["text/plain"]))):
+        return None
+    kept = {k: v for k, v in data.items() if not k.startswith(LAB_MIMETYPE_PREFIX)}
+    if not any(_text(v).strip() if isinstance(v, (str, list)) else v for v in kept.values()):
+        return None
+    out = nbformat.from_dict(dict(out))
+    out["data"] = nbformat.from_dict(kept)
+    return out
+
+
+def _png_name(cell: nbformat.NotebookNode) -> str:
+    """The file name of a cell's figure: from a printed path (save_fig's return value) or save_fig's name."""
+    for out in cell.get("outputs", []):
+        text = _text(out.get("text") or out.get("data", {}).get("text/plain", ""))
+        m = PNG_NAME_RE.search(text)
+        if m:
+            return m[1]
+    m = SAVE_FIG_RE.search(_text(cell.source))
+    return f"{m[1]}.png" if m else ""
+
+
+def _caption(cell: nbformat.NotebookNode) -> str:
+    """A caption a figure record in the cell carries (title or caption), else ''."""
+    for out in cell.get("outputs", []):
+        for mime, rec in out.get("data", {}).items():
+            if mime.startswith(LAB_MIMETYPE_PREFIX) and isinstance(rec, dict):
+                for key in ("caption", "title"):
+                    if rec.get(key):
+                        return str(rec[key])
+    return ""
+
+
+def _split_title(cell: nbformat.NotebookNode) -> tuple[str, str] | None:
+    """(H1 line, the rest) of a markdown cell that opens with an H1, else None."""
+    lines = _text(cell.source).splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("# "):
+            return "\n".join(lines[: i + 1]), "\n".join(lines[i + 1:]).strip("\n")
+        if line.strip():
+            return None
+    return None
+
+
+def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str) -> nbformat.NotebookNode:
+    """A cleaned copy of an executed chapter for the report: a run header (status, commit, date, environment,
+    parameters) and the claims table after its title; parameters, validation and explorer cells, stderr, widgets
+    and empty lab records dropped; NBVAL comments removed; code folded (hide-input); figures captioned."""
+    state = run_status(nb)
+    commit, when = provenance(nb, path)
+    meta = [("run", "complete" if state == "complete" else _status_text(state)), ("source", Path(path).name),
+            ("commit", commit), ("run date", when), ("environment", format_environment(parse_stamp(nb))),
+            ("parameters", _params_text(run_parameters(nb)).removeprefix("Parameters: "))]
+    claims = parse_claims(nb)
+    header = (_status_admonition(state) + _meta_table(meta) + "\n\n"
+              + f"**Claims of this run** — {_tally(claims, state)}\n\n" + claims_table(claims) + "\n")
+    header_cell = nbformat.v4.new_markdown_cell(header, metadata={"tags": ["lab-run-header"]})
+    cells, placed, figure_no = [], False, 0
+    source_cells = list(nb.cells)
+    for i, cell in enumerate(source_cells):
+        if _drop_cell(cell):
+            continue
+        nxt = source_cells[i + 1] if i + 1 < len(source_cells) else None
+        if (cell.cell_type == "markdown" and nxt is not None and _is_explorer(nxt) and not _has_error(nxt)
+                and re.match(r"^#+ .*explorer", _text(cell.source).strip(), re.IGNORECASE)):
+            continue  # the heading of an explorer the report leaves out
+        cell = nbformat.from_dict(dict(cell))
+        if cell.cell_type == "markdown":
+            split = _split_title(cell) if not placed else None
+            if split is not None:
+                cells.append(nbformat.v4.new_markdown_cell(split[0]))
+                cells.append(header_cell)
+                placed = True
+                if split[1].strip():
+                    cells.append(nbformat.v4.new_markdown_cell(split[1], metadata=dict(cell.metadata)))
+                continue
+            cells.append(cell)
+            continue
+        if cell.cell_type != "code":
+            cells.append(cell)
+            continue
+        cell.source = "\n".join(ln for ln in _text(cell.source).splitlines() if not NBVAL_LINE_RE.match(ln))
+        tags = [t for t in cell.metadata.get("tags", []) if t not in ("nbval-skip", "skip-execution")]
+        cell.metadata["tags"] = tags + ([] if "hide-input" in tags else ["hide-input"])
+        outputs = [o for o in (_clean_output(o) for o in cell.get("outputs", [])) if o is not None]
+        name, caption = _png_name(cell) or "figure output", _caption(cell)
+        cell.outputs = []
+        cells.append(cell)
+        for out in outputs:  # each PNG in a cell of its own (no input shown): one numbered caption per figure
+            if "image/png" not in out.get("data", {}):
+                cells[-1].outputs.append(out)
+                continue
+            figure_no += 1
+            text = f"Figure {figure_no} ({label}): {caption or name}"
+            cells.append(nbformat.v4.new_code_cell(f"# {text}", outputs=[out], metadata={  # myst-nb skips empty cells
+                "tags": ["remove-input"], "mystnb": {"figure": {"caption": text}, "image": {"alt": text}}}))
+            cells.append(nbformat.v4.new_code_cell("# (continued)", metadata={"tags": ["remove-input"]}))
+        if cells[-1].source == "# (continued)" and not cells[-1].outputs:
+            cells.pop()  # the empty continuation after a cell's last figure
+    if not placed:
+        cells.insert(0, header_cell)
+    staged = nbformat.v4.new_notebook(cells=cells)
+    staged.metadata = nbformat.from_dict({k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")})
+    return staged
+
+
+def _page_names(paths: list[Path]) -> list[str]:
+    """One Sphinx page name per executed notebook: its stem with anything but letters, digits, '_' and '-' as
+    '-' (a failed run's bad.failed.ipynb is bad-failed.html), made unique."""
+    names: list[str] = []
+    for p in paths:
+        base = re.sub(r"[^A-Za-z0-9_-]", "-", p.stem) or "chapter"
+        if base in ("index", "search", "genindex"):
+            base = f"chapter-{base}"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _index_section(nb: nbformat.NotebookNode, path: Path, page: str, book: Path) -> str:
+    """The index page's MyST section of one chapter: title, question, status, parameters, claims, key figure,
+    link."""
+    title, question = chapter_intro(nb)
+    title = title or page
+    state = run_status(nb)
+    claims = parse_claims(nb)
+    verdicts = ", ".join(f"{c['id']} {c['verdict'] or ('PASS' if c['passed'] else 'FAIL')}" for c in claims)
+    parts = [f"({page}-summary)=\n## {title}\n", _status_admonition(state).rstrip()]
+    if state != "complete":
+        parts.append(f"**{_status_text(state)}**")
+    parts.append(question)
+    parts.append(f"*{_params_text(run_parameters(nb))}* Source: `{path.name}`.")
+    parts.append(f"<p class='lab-tally'>{html.escape(_tally(claims, state))}"
+                 + (f": {html.escape(verdicts)}" if verdicts else "") + "</p>\n\n" + claims_table(claims))
+    fig = _key_figure(nb, page, book / "figures" / page, path)
+    if fig is not None:
+        rel = fig.relative_to(book).as_posix()
+        parts.append(f"```{{figure}} {rel}\n:width: 100%\n:alt: key figure of {html.escape(title)}\n\n"
+                     f"Key figure ({page}): {fig.name} — click for full size\n```")
+    parts.append(f"[Full chapter: {title}]({page}.ipynb)")
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def book_config(title: str = TITLE) -> dict[str, Any]:
+    """The Jupyter Book _config.yml: never execute, nothing from the network (no MathJax, thebe, launch or
+    repository buttons, comments, analytics, search summaries, widget JavaScript), light mode, folded code."""
+    theme = {"search_bar_text": "Search this report…", "use_download_button": False, "use_fullscreen_button": True,
+             "use_repository_button": False, "use_issues_button": False, "use_edit_page_button": False,
+             "use_source_button": False, "launch_buttons": {}, "repository_url": "", "home_page_in_toc": True,
+             "show_navbar_depth": 1, "analytics": {}, "extra_footer": "", "announcement": "",
+             "show_prev_next": True}
+    return {
+        "title": title, "author": "Loss-Landscape Lab", "copyright": "", "logo": "",
+        "only_build_toc_files": True,
+        "exclude_patterns": ["_build", "**.ipynb_checkpoints"],
+        "execute": {"execute_notebooks": "off", "stderr_output": "remove"},
+        "parse": {"myst_enable_extensions": ["colon_fence"], "myst_url_schemes": ["mailto", "http", "https"]},
+        "html": {"use_repository_button": False, "use_issues_button": False, "use_edit_page_button": False,
+                 "use_multitoc_numbering": False, "home_page_in_navbar": True, "baseurl": "",
+                 "analytics": {}},
+        "launch_buttons": {"thebe": False, "binderhub_url": "", "jupyterhub_url": "", "colab_url": "",
+                           "deepnote_url": ""},
+        "repository": {"url": "", "path_to_book": "", "branch": "main"},
+        "latex": {"use_jupyterbook_latex": False},
+        "sphinx": {"config": {
+            "extensions": EXTENSIONS,
+            "html_theme": "sphinx_book_theme",
+            "html_theme_options": theme,
+            "html_context": {"default_mode": "light"},
+            "html_show_search_summary": False,
+            "html_copy_source": False,
+            "html_show_sourcelink": False,
+            "html_last_updated_fmt": None,
+            "html_static_path": ["_static"],
+            "html_css_files": ["lab.css"],
+            "nb_ipywidgets_js": {},
+            "nb_output_stderr": "remove",
+            "nb_execution_mode": "off",
+            "numfig": False,
+            "use_jupyterbook_latex": False,
+            "use_multitoc_numbering": False,
+            "suppress_warnings": ["myst.domains", "mystnb.unknown_mime_type"],
+        }},
+    }
+
+
+def _write_book(executed: list[Path], book: Path) -> None:
+    """Stage the book in `book`: _config.yml, _toc.yml, index.md, one cleaned notebook per chapter, key figures,
+    the stylesheet."""
+    import yaml
+
+    (book / "_static").mkdir(parents=True)
+    (book / "_static" / "lab.css").write_text(_CSS, encoding="utf-8")
+    pages = _page_names(executed)
+    built = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    sections, overview = [], []
+    for path, page in zip(executed, pages, strict=True):
+        nb = nbformat.read(path, as_version=4)
+        label = (nb.metadata.get("lab") or {}).get("chapter") or page.split("_", 1)[0]
+        nbformat.write(stage_chapter(nb, path, str(label)), book / f"{page}.ipynb")
+        sections.append(_index_section(nb, path, page, book))
+        overview.append(f"- [{chapter_intro(nb)[0] or page}](#{page}-summary) — "
+                        f"{_tally(parse_claims(nb), run_status(nb))}")
+    index = (f"# {TITLE}\n\n{WORKBOOK_QUESTION}\n\n*Built {built} from {len(executed)} executed chapter(s); "
+             "nothing was re-executed. Code is folded: open a cell's input with its toggle.*\n\n"
+             + "\n".join(overview) + "\n\n" + "\n".join(sections))
+    (book / "index.md").write_text(index, encoding="utf-8")
+    toc = {"format": "jb-book", "root": "index", "chapters": [{"file": p} for p in pages]}
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
+    (book / "_config.yml").write_text(yaml.safe_dump(book_config(), sort_keys=False, allow_unicode=True),
+                                      encoding="utf-8")
+
+
+def _run_build(book: Path, out: Path) -> Path:
+    """Build the staged book with Jupyter Book (html, fresh, in a child Python); return the html folder."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(book),
+           "--path-output", str(out), "--builder", "html", "--all"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=env, cwd=book)
+    html_dir = out / "_build" / "html"
+    if r.returncode != 0 or not (html_dir / "index.html").is_file():
+        tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"the Jupyter Book build of the report failed (exit {r.returncode}):\n{tail}")
+    return html_dir
+
+
+def _replace_report(html_dir: Path, out_dir: Path) -> None:
+    """Put the built html at out_dir: copied next to it first, then swapped in (the old report renamed aside and
+    removed last). An existing out_dir that is neither empty nor a report (REPORT_MARK, or the index.html of the
+    earlier plain report) is not ours to replace: ValueError."""
+    import os
+    import tempfile
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ValueError(f"refusing to replace {out_dir}: it is a file, not a report folder")
+        ours = (out_dir / REPORT_MARK).exists() or (out_dir / "index.html").exists() or not any(out_dir.iterdir())
+        if not ours:
+            raise ValueError(f"refusing to replace {out_dir}: it holds files and no lab report ({REPORT_MARK})")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    new = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".new", dir=out_dir.parent))
+    old = None
+    try:
+        staged = new / "html"
+        shutil.copytree(html_dir, staged, ignore=shutil.ignore_patterns(".buildinfo", ".doctrees", "*.map"))
+        (staged / REPORT_MARK).write_text("built by lab.workbook.report.build_report\n", encoding="utf-8")
+        if out_dir.exists():
+            old = new / "old"
+            os.replace(out_dir, old)
+        os.replace(staged, out_dir)
+    except BaseException:
+        if old is not None and not out_dir.exists():
+            os.replace(old, out_dir)  # put the previous report back
+        raise
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
 
 
 def build_report(executed: list[Path], out_dir: Path = REPORT) -> Path:
-    """Write out_dir/index.html and one HTML page per executed chapter; return the index path."""
+    """Build the lab report with Jupyter Book from executed chapters (never re-executed) into out_dir: index.html
+    (each chapter's question, claims, verdicts, numbers and key figure) and one page per chapter; return the index
+    path. The book is staged and built in a temporary folder, then swapped in for out_dir's previous report."""
+    import tempfile
+
+    executed = sorted(Path(p) for p in executed)
+    if not executed:
+        raise ValueError("no executed chapters to report")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sections, toc = [], []
-    for path in sorted(Path(p) for p in executed):
-        nb = nbformat.read(path, as_version=4)
-        chapter = path.stem
-        title, question = chapter_intro(nb)
-        title = title or chapter
-        claims = parse_claims(nb)
-        _chapter_html(nb, out_dir / f"{chapter}.html")
-        fig = _key_figure(nb, chapter, out_dir / "figures" / chapter, path)
-        npass = sum(c["passed"] for c in claims)
-        state = run_status(nb)
-        status = {"complete": "", "failed": " <strong class='FAIL'>execution failed</strong>",
-                  "incomplete": " <strong class='FAIL'>incomplete run (killed or interrupted): its claims are not "
-                                "a result</strong>"}[state]
-        params = run_parameters(nb)
-        shown = ", ".join(f"{k} = {v!r}" for k, v in sorted(params.items()))
-        params_html = (f"<p class='meta'>Parameters: {html.escape(shown)}</p>" if params
-                       else "<p class='meta'>Default parameters.</p>")
-        anchor = html.escape(chapter, quote=True)
-        tally = f"{npass}/{len(claims)} claims pass" if state == "complete" else f"{len(claims)} claims, not counted"
-        toc.append(f"<li><a href='#{anchor}'>{html.escape(title)}</a> — {tally}"
-                   f"{' (parameters: ' + html.escape(shown) + ')' if params else ''}{status}</li>")
-        fig_html = (f"<figure><img src='{html.escape(fig.relative_to(out_dir).as_posix(), quote=True)}' "
-                    f"alt='key figure of {anchor}'></figure>") if fig else ""
-        sections.append(
-            f"<section id='{anchor}'><h2>{html.escape(title)}</h2>{status}{params_html}"
-            f"<p>{html.escape(question)}</p>{_claims_table(claims)}{fig_html}"
-            f"<p><a href='{html.escape(chapter, quote=True)}.html'>Full chapter: {html.escape(chapter)}</a>"
-            f" <span class='meta'>(from {html.escape(path.name)})</span></p></section>")
-    built = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
-    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{html.escape(TITLE)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(TITLE)}</h1>"
-            f"<p class='meta'>Built {html.escape(built)}</p><ul>{''.join(toc)}</ul>"
-            f"{''.join(sections)}</body></html>\n")
-    index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    with tempfile.TemporaryDirectory(prefix="lab-report-") as tmp:
+        book = Path(tmp) / "book"
+        _write_book(executed, book)
+        _replace_report(_run_build(book, Path(tmp) / "out"), out_dir)
+    return out_dir / "index.html"
+
+
+def preview_report(out_dir: Path | None = None) -> Path:
+    """Build the report from the committed, executed chapters (notebooks/NN_*.ipynb) into runs/report-preview/
+    (or out_dir); return the index path. Nothing is executed."""
+    from lab.workbook.paths import RUNS
+
+    chapters = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if not chapters:
+        raise ValueError(f"no chapters found in {NOTEBOOKS}")
+    return build_report(chapters, RUNS / "report-preview" if out_dir is None else out_dir)
 
 
 def _parameterized(path: Path) -> bool:

@@ -232,7 +232,20 @@ def execute(src: Path, out: Path, params: dict[str, Any] | None, progress: bool,
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,119}$")
-RUN_MARK = "lab_run"  # notebook metadata key of a run: parameters, status, where its figures and tables are
+RUN_MARK = "lab_run"  # notebook metadata key of a run: parameters, status, where its figures and tables are, commit
+
+
+def source_commit() -> str | None:
+    """The repository's commit as a run records it (git describe --always --dirty: a hash, '-dirty' when the
+    working tree has changes), or None outside a git checkout. Read-only: takes no lock on the index."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), "describe", "--always", "--dirty",
+                            "--abbrev=10"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
 
 
 def check_name(name: str) -> str:
@@ -315,7 +328,7 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=PART, dir=out_dir))
     env = {"LAB_FIGURES": str(tmp / "files" / "figures"), "LAB_RESULTS": str(tmp / "files" / "results")}
     part = tmp / fname
-    status, error = "complete", None
+    status, error, commit = "complete", None, source_commit()
     try:
         execute(src, part, params, progress, timeout, env)
     except BaseException as exc:
@@ -328,7 +341,8 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
             # a failed run's files are discarded: its notebook points at none (never at an earlier run's)
             _rewrite(done, str(tmp / "files"), str(files) if complete else "(discarded: the run did not complete)")
             done.metadata[RUN_MARK] = {"parameters": dict(params or {}), "status": status,
-                                       "files": files.name if complete else None, "source": src.name}
+                                       "files": files.name if complete else None, "source": src.name,
+                                       "commit": commit}
             if complete:
                 staged = tmp / "files"
                 staged.mkdir(exist_ok=True)

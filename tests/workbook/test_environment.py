@@ -29,7 +29,7 @@ def _norm(name: str) -> str:
 def _pyproject() -> dict[str, SpecifierSet]:
     proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = [Requirement(r) for r in proj["dependencies"] + proj["optional-dependencies"]["workbook"]
-            + proj["optional-dependencies"]["dev"]]
+            + proj["optional-dependencies"]["dev"] + proj["optional-dependencies"]["report"]]
     return {_norm(r.name): r.specifier for r in reqs}
 
 

@@ -134,9 +134,10 @@ def test_report_uses_the_runs_own_key_figure(tmp_path: Path) -> None:
     nb.metadata["lab"] = {"key_figure": "figures/98/line.png"}
     nbformat.write(nb, src)
     out = runner.run_chapter(src, {"x": 7}, out_dir=tmp_path / "runs", progress=False)
-    build_report([out], out_dir=tmp_path / "report")
-    shown = tmp_path / "report" / "figures" / out.stem / "line.png"
+    index = build_report([out], out_dir=tmp_path / "report").read_text("utf-8")
+    shown = tmp_path / "report" / "_images" / "line.png"  # the key figure, linked full size from the index
     assert shown.read_bytes() == (runner.run_files(out) / "figures" / "98" / "line.png").read_bytes()
+    assert 'href="_images/line.png"' in index
 
 
 @pytest.mark.parametrize("text, value", [("010", 10), ("1e-3", 1e-3), ("[1, 010]", [1, 10]), ("yes", "yes"),
@@ -292,5 +293,6 @@ def test_a_failed_run_never_shows_an_earlier_runs_figure(tmp_path: Path) -> None
     failed = runs / "98_r2.failed.ipynb"
     assert nbformat.read(failed, as_version=4).metadata[runner.RUN_MARK]["files"] is None
     build_report([failed], out_dir=tmp_path / "report")
-    assert not (tmp_path / "report" / "figures" / "98_r2.failed" / "line.png").exists()
+    earlier = (runs / "98_r.files" / "figures" / "98" / "line.png").read_bytes()
+    assert not [p for p in (tmp_path / "report").rglob("*.png") if p.read_bytes() == earlier]
     assert default_runs(runs) == [runs / "98_r.ipynb"]  # 98_r2 is parameterized; 98_r's latest run completed

@@ -43,6 +43,42 @@ def test_build_report(executed: Path, tmp_path: Path) -> None:
     assert "C1 PASS" in (tmp_path / "fixture.html").read_text(encoding="utf-8")
 
 
+def test_report_shows_the_runs_own_numbers(executed: Path, tmp_path: Path) -> None:
+    """Numbers come from the run's claim records, never from anywhere else: a changed record shows changed."""
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            rec = out.get("data", {}).get("application/vnd.lab.claim+json")
+            if rec:
+                rec["numbers"]["x_squared"] = 98765
+    changed = tmp_path / "runs" / executed.name
+    changed.parent.mkdir()
+    nbformat.write(nb, changed)
+    index = build_report([changed], out_dir=tmp_path / "report")
+    for page in (index, tmp_path / "report" / "fixture.html"):
+        text = page.read_text(encoding="utf-8")
+        assert "x_squared=98765" in text and "x_squared=4" not in text
+
+
+def test_chapter_page_is_cleaned_and_headed(executed: Path, tmp_path: Path) -> None:
+    """The chapter page drops parameters, validation and NBVAL markers, folds code, and heads the page with the run's
+    status, parameters and claims table."""
+    build_report([executed], out_dir=tmp_path)
+    page = (tmp_path / "fixture.html").read_text(encoding="utf-8")
+    assert "Default parameters." in page and "lab-claims" in page and "tag_hide-input" in page
+    for gone in ("NBVAL_CHECK_OUTPUT", "# a positive integer", "must be a positive int", "x=2 label="):
+        assert gone not in page
+    assert (tmp_path / ".lab-report").is_file()
+    assert not list(tmp_path.glob("_sources")) and not list(tmp_path.glob(".doctrees"))
+
+
+def test_report_refuses_to_replace_a_folder_it_did_not_build(executed: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("keep")
+    with pytest.raises(ValueError, match="refusing to replace .* no lab report"):
+        build_report([executed], out_dir=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep"
+
+
 def test_report_marks_failed_chapter(tmp_path: Path) -> None:
     """A chapter whose execution failed keeps its title and is flagged in the index."""
     nb = nbformat.read(FIXTURE, as_version=4)
@@ -54,3 +90,5 @@ def test_report_marks_failed_chapter(tmp_path: Path) -> None:
     assert not (tmp_path / "runs" / "bad.ipynb").exists()  # a failed run never takes the run's name
     page = build_report([tmp_path / "runs" / "bad.failed.ipynb"], out_dir=tmp_path / "report").read_text("utf-8")
     assert "99 · Fixture" in page and "execution failed" in page and "Does squaring" in page
+    chapter = (tmp_path / "report" / "bad-failed.html").read_text("utf-8")
+    assert "Execution failed" in chapter and "positive int" in chapter  # flagged, and the traceback kept

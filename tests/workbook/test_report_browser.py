@@ -1,0 +1,110 @@
+"""The Jupyter Book report in a real browser: Debian's headless Chromium, driven by playwright (which downloads no
+browser of its own), loads every page over file:// with no network and finds no console error, no failed request,
+no broken image and no internal link to a missing file. Screenshots go to runs/report-screens/ (git-ignored)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from lab.workbook import runner
+from lab.workbook.paths import RUNS
+from lab.workbook.report import build_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+SCREENS = RUNS / "report-screens"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no browser: {CHROMIUM} is absent (make test installs "
+                                "Debian's chromium where it can: apt-get install chromium)")
+
+
+def check_pages(index: Path, screens: Path | None = None, prefix: str = "") -> dict[str, dict]:
+    """Load index.html and every page it reaches in headless Chromium; return, per page, its console errors,
+    failed or external requests, broken images and internal links to missing files (all empty when it is sound).
+    With `screens`, save a full-page screenshot of each page there."""
+    from playwright.sync_api import sync_playwright
+
+    root = index.parent.resolve()
+    pages = [root / "index.html"] + sorted(p for p in root.glob("*.html") if p.name != "index.html")
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="lab-chromium-") as profile, sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True,
+                                                    args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        try:
+            for path in pages:
+                problems: dict[str, list] = {"console": [], "requests": [], "images": [], "links": []}
+                page = ctx.new_page()
+                page.on("console", lambda m, p=problems: p["console"].append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e, p=problems: p["console"].append(str(e)))
+                page.on("requestfailed", lambda r, p=problems: p["requests"].append(f"{r.url}: {r.failure}"))
+                page.on("request", lambda r, p=problems: None if r.url.startswith(("file:", "data:", "about:"))
+                        else p["requests"].append(f"external: {r.url}"))
+                page.goto(path.as_uri(), wait_until="load")
+                page.wait_for_timeout(150)  # deferred theme scripts
+                images = page.eval_on_selector_all(
+                    "img", "els => els.map(i => [i.currentSrc || i.src, i.complete, i.naturalWidth])")
+                problems["images"] = [src for src, complete, width in images if not complete or width <= 0]
+                hrefs = page.eval_on_selector_all("a[href]", "els => els.map(a => a.href)")
+                for href in hrefs:
+                    url = urlsplit(href)
+                    if url.scheme != "file":
+                        continue
+                    target = Path(unquote(url.path))
+                    if not target.exists():
+                        problems["links"].append(href)
+                    elif url.fragment and target.resolve() == path and not page.query_selector(
+                            f"[id='{unquote(url.fragment)}']"):
+                        problems["links"].append(href)
+                if screens is not None:
+                    screens.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(screens / f"{prefix}{path.stem}.png"), full_page=True)
+                found[path.name] = {**problems, "images_seen": len(images), "links_seen": len(hrefs)}
+                page.close()
+        finally:
+            ctx.close()
+    return found
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A report of two fixture chapters (prev/next between them; one with a figure, a progress bar, stderr and an
+    explorer), built once."""
+    runs = tmp_path_factory.mktemp("runs")
+    executed = [runner.run_chapter(FIXTURES / "fixture.ipynb", out_dir=runs, progress=False),
+                runner.run_chapter(FIXTURES / "98_report.ipynb", out_dir=runs, progress=False)]
+    return build_report(executed, out_dir=tmp_path_factory.mktemp("report"))
+
+
+def test_every_page_loads_offline_with_no_error(report: Path) -> None:
+    found = check_pages(report, SCREENS, prefix="fixture-")
+    assert {"index.html", "fixture.html", "98_report.html"} <= set(found)
+    for name, problems in found.items():
+        for kind in ("console", "requests", "images", "links"):
+            assert problems[kind] == [], f"{name}: {kind}: {problems[kind]}"
+    assert found["index.html"]["images_seen"] >= 1  # the key figure, and it decoded
+    assert found["98_report.html"]["images_seen"] >= 1
+    assert (SCREENS / "fixture-index.png").stat().st_size > 0
+
+
+def test_pages_link_prev_and_next_and_open_the_key_figure_full_size(report: Path) -> None:
+    root = report.parent
+    index = report.read_text(encoding="utf-8")
+    first = (root / "98_report.html").read_text(encoding="utf-8")
+    second = (root / "fixture.html").read_text(encoding="utf-8")
+    assert 'class="right-next"' in index and 'href="98_report.html"' in index
+    assert 'class="left-prev"' in first and 'class="right-next"' in first and 'href="fixture.html"' in first
+    assert 'class="left-prev"' in second and 'href="98_report.html"' in second
+    assert '<a class="reference internal image-reference" href="_images/slope_line.png">' in index
+    assert (root / "_images" / "slope_line.png").is_file()
+    assert "Figure 1 (98): slope_line.png" in first  # the chapter's PNG output, numbered and captioned
+    for gone in ("stderr-output", "progress-marker: ", "it/s]", "explorer-marker", "Explorer", "validated x=",
+                 "NBVAL_"):
+        assert gone not in first, gone  # stderr, the tqdm widget, the explorer, the validation cell, nbval markers
+    for page in (index, first, second):  # nothing from a CDN, no MathJax, no thebe
+        assert "https://" not in "".join(ln for ln in page.splitlines() if "<script" in ln or "<link" in ln)
+        assert "mathjax" not in page.lower() and "thebe" not in page.lower()
