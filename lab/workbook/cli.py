@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", default=None, help="output notebook name (default derived from parameters)")
     run.add_argument("--timeout", type=_seconds, default=None, help="per-cell timeout in seconds")
     run.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
+    run.add_argument("--help-params", action="store_true", help="list the chapter's parameters (type, default, "
+                     "allowed values, comment) and run nothing")
     wb = sub.add_parser("workbook", help="run all (or the given) chapters at defaults and build the report")
     wb.add_argument("nb", nargs="*", help="chapters to run (default: all)")
     ref = sub.add_parser("refresh", help="re-execute chapters in place at defaults (source keeps outputs)")
@@ -220,7 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lab.workbook import runner
 
     try:
-        if args.cmd == "run":
+        if args.cmd == "run" and args.help_params:
+            print(runner.parameter_help(args.nb))
+        elif args.cmd == "run":
             params: dict = {}
             if args.yaml:
                 loaded = runner.load_yaml(args.yaml)

@@ -138,6 +138,32 @@ def declared_parameters(nb_path: str | Path) -> dict[str, dict[str, Any]]:
     return dict(papermill.inspect_notebook(str(nb_path)))
 
 
+SPEC_RE = re.compile(r'^\s*"(\w+)":\s*(\w+\(.*\)),?\s*$')
+
+
+def parameter_help(nb: str | Path) -> str:
+    """A chapter's parameters, one a line: name, type, default, what `start_chapter` allows, and the comment —
+    from the `parameters` cell (papermill's reading) and the validation cell after it."""
+    path = resolve_notebook(nb)
+    declared = declared_parameters(path)
+    allowed: dict[str, str] = {}
+    cells = nbformat.read(path, as_version=4).cells
+    for i, cell in enumerate(cells):
+        if "parameters" in cell.metadata.get("tags", []) and i + 1 < len(cells):
+            for line in cells[i + 1].source.splitlines():
+                m = SPEC_RE.match(line)
+                if m:
+                    allowed[m[1]] = m[2]
+            break
+    width = max((len(n) for n in declared), default=4)
+    lines = [f"{path.name}: {len(declared)} parameters (python -m lab run {path.stem[:2]} -p NAME VALUE)"]
+    for name, p in declared.items():
+        typ = p.get("inferred_type_name") or "?"
+        lines.append(f"  {name:<{width}}  {typ:<5} = {p.get('default')!s:<12} allowed: {allowed.get(name, '-')}"
+                     + (f"  # {p['help']}" if p.get("help") else ""))
+    return "\n".join(lines)
+
+
 def check_params(nb_path: str | Path, params: dict[str, Any] | None) -> None:
     """Raise ValueError if any parameter name is not declared in the notebook's `parameters` cell."""
     if not params:

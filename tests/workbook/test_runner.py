@@ -143,3 +143,15 @@ def test_cli_unknown_param_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["run", str(FIXTURE), "-p", "nope", "1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_help_params_lists_every_parameter_with_type_default_range_and_comment(capsys) -> None:
+    """`python -m lab run 04 --help-params` prints each parameter of the chapter with what it allows, runs nothing."""
+    from lab.workbook.cli import main
+
+    assert main(["run", "04", "--help-params"]) == 0
+    out = capsys.readouterr().out
+    declared = runner.declared_parameters(runner.resolve_notebook("04"))
+    assert out.startswith("04_hessian_eigen.ipynb: ") and len(out.strip().splitlines()) == len(declared) + 1
+    assert "n_reps" in out and "integer(2, 1000)" in out and "# independent replicates" in out
+    assert "k_top" in out and "int" in out and "= 20" in out
