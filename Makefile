@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[workbook,dev,bench,report]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (lab)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null  # as the notebooks record it: JupyterLab opens them unmodified
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -438,6 +438,12 @@ def stable_ids(outputs: list, cell_index: int) -> list:
     return outputs
 
 
+def without_widgets(outputs: list) -> list:
+    """Cell outputs without widget views (tqdm's notebook progress bars): a saved notebook keeps no widget state,
+    so JupyterLab would show each bar frozen at its first frame ("0%|")."""
+    return [o for o in outputs if WIDGET_MIME not in o.get("data", {})]
+
+
 def _merge_outputs(original: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The original notebook with outputs and execution counts taken from the executed copy."""
     ran = [c for c in executed.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
@@ -452,7 +458,7 @@ def _merge_outputs(original: nbformat.NotebookNode, executed: nbformat.NotebookN
             done = ran[i] if i < len(ran) else None
         if done is None or done.source != cell.source:
             raise RuntimeError(f"executed notebook does not line up with the source at cell {i}")
-        cell.outputs = stable_ids(path_free(done.outputs), i)
+        cell.outputs = stable_ids(path_free(without_widgets(done.outputs)), i)
         cell.execution_count = done.execution_count
     original.metadata.pop("papermill", None)
     return original

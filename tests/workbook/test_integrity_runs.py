@@ -252,10 +252,17 @@ def test_committed_outputs_carry_no_random_ids() -> None:
                 assert not re.search(r"T_[0-9a-f]{5}[_\"' ]", html), f"{path.name} cell {i}: a random Styler id"
                 plain = "".join(out.get("data", {}).get("text/plain", ""))
                 assert not re.search(r" at 0x[0-9a-f]{6,}>", plain), f"{path.name} cell {i}: a memory address"
-                widget = out.get("data", {}).get(runner.WIDGET_MIME)
-                if widget:
-                    import hashlib
-                    assert widget["model_id"] == hashlib.sha1(f"cell {i} output {k}".encode()).hexdigest()
+                assert runner.WIDGET_MIME not in out.get("data", {}), (
+                    f"{path.name} cell {i}: a progress-bar widget, which JupyterLab shows frozen at '0%|'")
+
+
+def test_refresh_drops_progress_bar_widgets_and_keeps_everything_else() -> None:
+    bar = {"output_type": "display_data", "metadata": {},
+           "data": {runner.WIDGET_MIME: {"model_id": "ab12", "version_major": 2, "version_minor": 0},
+                    "text/plain": "train:   0%|          | 0/3 [00:00<?, ?it/s]"}}
+    text = {"output_type": "stream", "name": "stdout", "text": "C1 PASS  x"}
+    png = {"output_type": "display_data", "metadata": {}, "data": {"image/png": "iVBOR"}}
+    assert runner.without_widgets([bar, text, png, bar]) == [text, png]
 
 
 @pytest.mark.parametrize("name", ["results", "figures"])
@@ -296,3 +303,14 @@ def test_a_failed_run_never_shows_an_earlier_runs_figure(tmp_path: Path) -> None
     earlier = (runs / "98_r.files" / "figures" / "98" / "line.png").read_bytes()
     assert not [p for p in (tmp_path / "report").rglob("*.png") if p.read_bytes() == earlier]
     assert default_runs(runs) == [runs / "98_r.ipynb"]  # 98_r2 is parameterized; 98_r's latest run completed
+
+
+def test_the_installed_kernel_has_the_display_name_the_notebooks_record() -> None:
+    """JupyterLab rewrites a notebook's kernelspec when the kernel's display name differs: opening a chapter would
+    then modify it. The Makefile installs the kernel under the name every committed notebook records."""
+    makefile = (ROOT / "Makefile").read_text()
+    m = re.search(r'ipykernel install --sys-prefix --name (\S+) --display-name "([^"]+)"', makefile)
+    assert m
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        spec = nbformat.read(path, as_version=4).metadata["kernelspec"]
+        assert (spec["name"], spec["display_name"]) == (m[1], m[2]), path.name
