@@ -11,6 +11,7 @@ Attributes:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,24 @@ LEVEL = 0.95
 
 def _finite(*xs: float) -> bool:
     return all(isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(float(x)) for x in xs)
+
+
+def _margin(test: str, low: float, high: float, b: list[float]) -> float:
+    """The signed distance from the interval [low, high] to the test's bounds, positive when it passes."""
+    if test == "above":
+        return low - b[0]
+    if test == "below":
+        return b[0] - high
+    if test == "within":
+        return min(low - b[0], b[1] - high)
+    return max(low - b[0], b[0] - high)          # excludes
+
+
+_TESTS: dict[int, list[dict]] = {}   # id(estimate) -> the tests made on it, until a claim takes them (tests_made)
+
+
+def _num(x: float) -> float | None:
+    return float(x) if _finite(x) else None
 
 
 @dataclass(frozen=True)
@@ -73,7 +92,7 @@ class Estimate:
         Returns:
             True when low > threshold and everything is finite.
         """
-        return self.finite and _finite(threshold) and self.low > threshold
+        return self._record("above", (threshold,), self.finite and _finite(threshold) and self.low > threshold)
 
     def below(self, threshold: float) -> bool:
         """The whole interval lies below threshold (False when anything is NaN).
@@ -84,7 +103,7 @@ class Estimate:
         Returns:
             True when high < threshold and everything is finite.
         """
-        return self.finite and _finite(threshold) and self.high < threshold
+        return self._record("below", (threshold,), self.finite and _finite(threshold) and self.high < threshold)
 
     def within(self, lo: float, hi: float) -> bool:
         """The whole interval lies inside [lo, hi] (False when anything is NaN).
@@ -96,7 +115,7 @@ class Estimate:
         Returns:
             True when lo <= low and high <= hi and everything is finite.
         """
-        return self.finite and _finite(lo, hi) and lo <= self.low and self.high <= hi
+        return self._record("within", (lo, hi), self.finite and _finite(lo, hi) and lo <= self.low and self.high <= hi)
 
     def excludes(self, value: float) -> bool:
         """The interval does not contain value (False when anything is NaN: a NaN interval excludes nothing).
@@ -108,7 +127,39 @@ class Estimate:
         Returns:
             True when value < low or value > high and everything is finite.
         """
-        return self.finite and _finite(value) and not self.low <= value <= self.high
+        return self._record("excludes", (value,),
+                            self.finite and _finite(value) and not self.low <= value <= self.high)
+
+    def _record(self, test: str, bounds: tuple[float, ...], passed: bool) -> bool:
+        """Remember a test made on this estimate (for `tests_made`, which `Claims.check` reads) and return its
+        result. Entries go with the estimate."""
+        key = id(self)
+        if key not in _TESTS:
+            _TESTS[key] = []
+            weakref.finalize(self, _TESTS.pop, key, None)
+        _TESTS[key].append({"test": test, "bounds": [_num(b) for b in bounds], "passed": bool(passed)})
+        return passed
+
+    def tests_made(self, clear: bool = True) -> list[dict]:
+        """The tests (`above`, `below`, `within`, `excludes`) made on this estimate so far, oldest first: each
+        {"test", "bounds", "passed", "margin"}, where margin is the signed distance from the interval to the
+        threshold (positive when the test passes: low − t for above, t − high for below, the smaller of low − lo and
+        hi − high for within, the gap to the value for excludes; None when not finite). `Claims.check` records
+        them with the claim, so a report can show each threshold and its margin. With clear, they are forgotten.
+
+        Example:
+            >>> e = Estimate(1.0, 0.8, 1.2, 5, "demo")
+            >>> e.above(0.5), e.within(0.0, 1.1)
+            (True, False)
+            >>> [(t["test"], t["bounds"], round(t["margin"], 3)) for t in e.tests_made()]
+            [('above', [0.5], 0.3), ('within', [0.0, 1.1], -0.1)]
+        """
+        out = []
+        for t in (_TESTS.pop(id(self), []) if clear else list(_TESTS.get(id(self), []))):
+            b = t["bounds"]
+            margin = _margin(t["test"], self.low, self.high, b) if self.finite and None not in b else None
+            out.append({**t, "margin": margin})
+        return out
 
     def numbers(self, name: str) -> dict[str, float | int]:
         """{name, name_low, name_high, name_n}: the estimate as claim numbers.

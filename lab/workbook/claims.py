@@ -165,6 +165,10 @@ class Claims:
               ranges: dict[str, tuple[float | None, float | None]] | None = None, **numbers: Any) -> None:
         """Decide claim `cid`, show its numbers and record them in the notebook as a claim+json output.
 
+        The record also carries the declared test and threshold, and every interval test (`above`, `below`,
+        `within`, `excludes`) made on an Estimate among the numbers since its last claim, with its bounds, result
+        and margin (`Estimate.tests_made`): the report draws each claim's margin from them.
+
         Estimate numbers expand to name, name_low, name_high, name_n. A non-finite float among the numbers makes
         the claim FAIL (NaN never passes) unless its name is in allow_nonfinite. `ranges` gives the possible range
         (lo, hi; None for unbounded) of named numbers — a share in [0, 1], a std ≥ 0: a value (or an Estimate's
@@ -200,8 +204,14 @@ class Claims:
         c = Claim(cid, self.specs[cid].statement, ok, flat, note)
         self.results[cid] = c
         self._values[cid] = {**flat, **numbers}
+        spec = self.specs[cid]
         record = {"chapter": self.chapter, "id": c.id, "statement": c.statement, "passed": c.passed,
                   "numbers": {k: _json_number(v) for k, v in c.numbers.items()}}
+        if spec.test or spec.margin:
+            record.update(test=spec.test, threshold=spec.margin)
+        tests = [{"number": k, **t} for k, v in numbers.items() if isinstance(v, Estimate) for t in v.tests_made()]
+        if tests:  # the interval tests behind the verdict, with each threshold and margin (for the report)
+            record["tests"] = tests
         nonfinite = {k: str(v) for k, v in c.numbers.items() if any(not math.isfinite(x) for x in _floats(v))}
         if nonfinite:
             record["nonfinite"] = nonfinite

@@ -158,3 +158,38 @@ def test_nan_inside_lists_and_arrays_never_passes() -> None:
     c.check("C4", True, v=np.array([0.5, 1.0]), ranges={"v": (0, 1)})
     assert [c.results[k].passed for k in ("C1", "C2", "C3", "C4")] == [False, False, False, True]
     assert c.results["C4"].numbers["v"] == [0.5, 1.0]  # arrays are recorded as lists of numbers
+
+
+def test_a_claim_takes_the_interval_tests_of_its_own_estimates(capsys) -> None:
+    """check() takes (and clears) the tests made on the Estimates it is given, and leaves other estimates' alone."""
+    from lab.stats import Estimate
+    from lab.workbook.claims import Claims
+
+    cl = Claims("99")
+    cl.declare("C1", "the ratio is above one half", test="95% interval of the ratio", margin="0.5, from theory")
+    ratio, other = Estimate(0.9, 0.7, 1.1, 5, "demo"), Estimate(2.0, 1.0, 3.0, 5, "demo")
+    other.below(10.0)                                           # a test on an estimate the claim does not name
+    cl.check("C1", ratio.above(0.5) and ratio.within(0.0, 1.0), ratio=ratio)
+    capsys.readouterr()
+    assert not cl.results["C1"].passed                          # within(0, 1) fails: high = 1.1
+    assert ratio.tests_made() == []                             # taken by the claim
+    assert [t["test"] for t in other.tests_made()] == ["below"]
+
+
+def test_claim_record_shows_tests_in_the_notebook_output() -> None:
+    """Executed through IPython's display, the claim+json record holds 'tests', 'test' and 'threshold'."""
+    from unittest import mock
+
+    from lab.stats import Estimate
+    from lab.workbook import claims as mod
+
+    shown = []
+    cl = mod.Claims("99")
+    cl.declare("C1", "x is above 1", test="interval of x", margin="1, from theory")
+    x = Estimate(2.0, 1.5, 2.5, 4, "demo")
+    with mock.patch("IPython.get_ipython", return_value=object()), \
+            mock.patch("IPython.display.display", side_effect=lambda d, raw: shown.append(d)):
+        cl.check("C1", x.above(1.0), x=x)
+    rec = shown[-1][mod.MIMETYPE]
+    assert rec["test"] == "interval of x" and rec["threshold"] == "1, from theory"
+    assert rec["tests"] == [{"number": "x", "test": "above", "bounds": [1.0], "passed": True, "margin": 0.5}]

@@ -247,7 +247,7 @@ def test_committed_outputs_carry_no_random_ids() -> None:
     for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         for i, cell in enumerate(nb.cells):
-            for k, out in enumerate(cell.get("outputs", [])):
+            for out in cell.get("outputs", []):
                 html = "".join(out.get("data", {}).get("text/html", ""))
                 assert not re.search(r"T_[0-9a-f]{5}[_\"' ]", html), f"{path.name} cell {i}: a random Styler id"
                 plain = "".join(out.get("data", {}).get("text/plain", ""))
