@@ -55,6 +55,8 @@ def parse_claims(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
         rec = records.get(cid, {})
         c["passed"] = c["verdict"] == "PASS" if c["verdict"] else bool(rec.get("passed", False))
         c["numbers"] = dict(rec.get("numbers") or {})
+        c["test"], c["threshold"] = str(rec.get("test") or ""), str(rec.get("threshold") or "")
+        c["tests"] = [t for t in rec.get("tests") or [] if isinstance(t, dict)]
         result.append(c)
     return result
 
@@ -231,8 +233,34 @@ def _params_text(params: dict[str, Any]) -> str:
     return "Parameters: " + ", ".join(f"{k} = {v!r}" for k, v in sorted(params.items()))
 
 
+def _test_text(t: dict[str, Any], numbers: dict[str, Any]) -> str:
+    """One interval test in words: 'ratio [0.7, 1.1] above 0.5: margin +0.2 (+40%)'."""
+    name, b = str(t.get("number", "?")), [_fmt_value(x) for x in t.get("bounds") or []]
+    interval = f"[{_fmt_value(numbers.get(name + '_low'))}, {_fmt_value(numbers.get(name + '_high'))}]"
+    what = {"above": f"above {b[0]}" if b else "above", "below": f"below {b[0]}" if b else "below",
+            "within": f"within [{', '.join(b)}]", "excludes": f"excludes {b[0]}" if b else "excludes"}.get(
+        str(t.get("test")), str(t.get("test")))
+    margin = t.get("margin")
+    rel = relative_margin(t)
+    m = "n/a" if margin is None else f"{margin:+.3g}" + (f" ({rel:+.0%})" if rel is not None else "")
+    return f"{name} {interval} {what}: margin {m}"
+
+
+def relative_margin(t: dict[str, Any]) -> float | None:
+    """A test's margin relative to the size of its threshold (|bound|, or the width of a `within` range when it
+    contains 0): comparable across claims. None where the margin is not finite or the scale is 0."""
+    margin, bounds = t.get("margin"), [x for x in t.get("bounds") or [] if x is not None]
+    if margin is None or not bounds:
+        return None
+    scale = max(abs(x) for x in bounds)
+    if t.get("test") == "within" and len(bounds) == 2:
+        scale = min(scale, abs(bounds[1] - bounds[0])) or scale
+    return margin / scale if scale > 0 else None
+
+
 def claims_table(claims: list[dict[str, Any]]) -> str:
-    """One-block HTML table of claims (id, verdict, statement, this run's numbers), for a MyST page."""
+    """One-block HTML table of claims (id, verdict, statement, the test with its threshold and margin, this run's
+    numbers), for a MyST page. Every number comes from the run's claim records."""
     if not claims:
         return "<p class='lab-meta'>No claims recorded.</p>"
     rows = []
@@ -240,10 +268,46 @@ def claims_table(claims: list[dict[str, Any]]) -> str:
         verdict = c["verdict"] or ("PASS" if c["passed"] else "FAIL") + " (no verdict line)"
         cls = "lab-PASS" if c["passed"] else "lab-FAIL"
         nums = ", ".join(f"{html.escape(str(k))}={html.escape(_fmt_value(v))}" for k, v in c["numbers"].items())
+        test = [html.escape(c.get("test", "")) if c.get("test") else "",
+                f"<em>threshold:</em> {html.escape(c['threshold'])}" if c.get("threshold") else ""]
+        test += [f"<span class='lab-nums'>{html.escape(_test_text(t, c['numbers']))}</span>"
+                 for t in c.get("tests", [])]
         rows.append(f"<tr><td>{html.escape(c['id'])}</td><td class='{cls}'>{html.escape(verdict)}</td>"
-                    f"<td>{html.escape(c['statement'])}</td><td class='lab-nums'>{nums}</td></tr>")
+                    f"<td>{html.escape(c['statement'])}</td><td>{'<br>'.join(x for x in test if x)}</td>"
+                    f"<td class='lab-nums'>{nums}</td></tr>")
     return ("<table class='lab-table lab-claims'><thead><tr><th>claim</th><th>verdict</th><th>statement</th>"
-            "<th>numbers</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            "<th>test · threshold · margin</th><th>numbers</th></tr></thead><tbody>" + "".join(rows)
+            + "</tbody></table>")
+
+
+def margin_chart(claims: list[dict[str, Any]], dest: Path, label: str = "") -> Path | None:
+    """A small chart of every interval test's margin relative to its threshold (positive: the interval clears it;
+    negative: it does not), one bar per test, PASS green and FAIL red; None when no claim made an interval test
+    (claims decided replicate by replicate are in the table only)."""
+    rows = [(f"{c['id']} {t.get('number', '')} {t.get('test', '')}", relative_margin(t), bool(t.get("passed")))
+            for c in claims for t in c.get("tests", [])]
+    rows = [r for r in rows if r[1] is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(rows) + 1.2), layout="constrained")
+    y = range(len(rows))
+    ax.barh(list(y), [r[1] for r in rows], color=["#1a7f37" if r[2] else "#cf222e" for r in rows])
+    ax.axvline(0, color="0.2", lw=1)
+    ax.set_yticks(list(y), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set_xlabel("margin of the 95% interval beyond its threshold (relative to |threshold|)")
+    ax.set_title(f"Chapter {label}: how far each interval test clears its threshold" if label else
+                 "How far each interval test clears its threshold", fontsize=10)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(dest, dpi=110)
+    plt.close(fig)
+    return dest
 
 
 def _git(*args: str) -> str:
@@ -392,7 +456,8 @@ def _split_title(cell: nbformat.NotebookNode) -> tuple[str, str] | None:
     return None
 
 
-def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str) -> nbformat.NotebookNode:
+def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
+                  margins: str | None = None) -> nbformat.NotebookNode:
     """A cleaned copy of an executed chapter for the report: a run header (status, commit, date, environment,
     parameters) and the claims table after its title; parameters, validation and explorer cells, stderr, widgets
     and empty lab records dropped; NBVAL comments removed; code folded (hide-input); figures captioned."""
@@ -404,6 +469,11 @@ def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str) -> nbformat
     claims = parse_claims(nb)
     header = (_status_admonition(state) + _meta_table(meta) + "\n\n"
               + f"**Claims of this run** — {_tally(claims, state)}\n\n" + claims_table(claims) + "\n")
+    if margins:
+        header += (f"\n```{{figure}} {margins}\n:width: 80%\n:alt: margins of chapter {label}'s interval tests\n\n"
+                   f"Margins ({label}): how far each claim's 95% interval clears its threshold, relative to the "
+                   "threshold — green bars right of 0 pass, red bars left of it fail. Claims decided replicate by "
+                   "replicate have no interval and appear in the table only.\n```\n")
     header_cell = nbformat.v4.new_markdown_cell(header, metadata={"tags": ["lab-run-header"]})
     cells, placed, figure_no = [], False, 0
     source_cells = list(nb.cells)
@@ -549,7 +619,9 @@ def _write_book(executed: list[Path], book: Path) -> None:
     for path, page in zip(executed, pages, strict=True):
         nb = nbformat.read(path, as_version=4)
         label = (nb.metadata.get("lab") or {}).get("chapter") or page.split("_", 1)[0]
-        nbformat.write(stage_chapter(nb, path, str(label)), book / f"{page}.ipynb")
+        chart = margin_chart(parse_claims(nb), book / "figures" / page / "margins.png", str(label))
+        nbformat.write(stage_chapter(nb, path, str(label), chart.relative_to(book).as_posix() if chart else None),
+                       book / f"{page}.ipynb")
         sections.append(_index_section(nb, path, page, book))
         overview.append(f"- [{chapter_intro(nb)[0] or page}](#{page}-summary) — "
                         f"{_tally(parse_claims(nb), run_status(nb))}")

@@ -22,7 +22,8 @@ def test_parse_claims(executed: Path) -> None:
     """Verdict lines and claim records merge into one entry per claim."""
     claims = parse_claims(nbformat.read(executed, as_version=4))
     assert claims == [{"id": "C1", "verdict": "PASS", "statement": "x squared is positive", "passed": True,
-                       "numbers": {"x": 2, "x_squared": 4, "label": "a"}}]
+                       "numbers": {"x": 2, "x_squared": 4, "label": "a"}, "test": "", "threshold": "",
+                       "tests": []}]
 
 
 def test_chapter_intro() -> None:
@@ -92,3 +93,31 @@ def test_report_marks_failed_chapter(tmp_path: Path) -> None:
     assert "99 · Fixture" in page and "execution failed" in page and "Does squaring" in page
     chapter = (tmp_path / "report" / "bad-failed.html").read_text("utf-8")
     assert "Execution failed" in chapter and "positive int" in chapter  # flagged, and the traceback kept
+
+
+def test_claims_table_and_margin_chart_show_each_threshold_and_margin(executed: Path, tmp_path: Path) -> None:
+    """A claim record's declared test, threshold and interval tests (as Claims.check writes them) appear in the
+    chapter's claims table with the margin, and the chapter page carries the margin chart."""
+    from lab.workbook.report import margin_chart, parse_claims, relative_margin
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            rec = out.get("data", {}).get("application/vnd.lab.claim+json")
+            if rec:
+                rec["numbers"].update(ratio=0.9, ratio_low=0.7, ratio_high=1.1, ratio_n=5)
+                rec.update(test="95% interval of the ratio", threshold="0.5, from theory",
+                           tests=[{"number": "ratio", "test": "above", "bounds": [0.5], "passed": True,
+                                   "margin": 0.2}])
+    changed = tmp_path / "runs" / executed.name
+    changed.parent.mkdir()
+    nbformat.write(nb, changed)
+    claims = parse_claims(nbformat.read(changed, as_version=4))
+    assert claims[0]["tests"][0]["margin"] == 0.2 and relative_margin(claims[0]["tests"][0]) == pytest.approx(0.4)
+    assert margin_chart(claims, tmp_path / "m.png").is_file()
+    assert margin_chart([{"id": "C1", "tests": []}], tmp_path / "none.png") is None
+    build_report([changed], out_dir=tmp_path / "report")
+    page = (tmp_path / "report" / "fixture.html").read_text(encoding="utf-8")
+    assert "95% interval of the ratio" in page and "0.5, from theory" in page
+    assert "ratio [0.7, 1.1] above 0.5: margin +0.2 (+40%)" in page
+    assert "margins.png" in page and list((tmp_path / "report").rglob("margins*.png"))
