@@ -606,6 +606,43 @@ def book_config(title: str = TITLE) -> dict[str, Any]:
     }
 
 
+ROBUSTNESS = ROOT / "results" / "robustness"   # the published robustness matrix (python -m lab robustness --publish)
+
+
+def robustness_page(book: Path, source: Path = ROBUSTNESS) -> str | None:
+    """The report's page on the published robustness matrix (its summary, heat map and per-claim table), written as
+    robustness.md in the book; None when no matrix has been published."""
+    import json
+
+    summary, table = source / "conditions.json", source / "claims.md"
+    if not summary.is_file() or not table.is_file():
+        return None
+    d = json.loads(summary.read_text(encoding="utf-8"))
+    conds = "; ".join(f"{c['name']} (seeds {', '.join(map(str, c['seeds']))})" for c in d.get("conditions", []))
+    skipped = "; ".join(f"{c[0]['name']}: {c[1]}" for c in d.get("skipped", []))
+    when = _git("log", "-1", "--format=%cd", "--date=format:%Y-%m-%d", "--", str(summary)) or "not recorded"
+    passed = d.get("verdicts", 0) - d.get("fails", 0)
+    flipping = ", ".join(map(str, d.get("flipping_claims") or [])) or "none"
+    lines = ["# Robustness matrix", "",
+             "Every chapter re-run over seeds and numeric conditions (CPU kernels via `ATEN_CPU_CAPABILITY`, threads),"
+             " each claim decided in each run. This is the last **published** matrix (`results/robustness/`, "
+             f"published {when}), not this report's runs: `make robustness` reruns it.", "",
+             f"**{passed} of {d.get('verdicts', 0)} verdicts PASS** over {d.get('runs', '?')} chapter runs "
+             f"({d.get('distinct_runs', '?')} distinct; {d.get('failed_runs', 0)} failed), on a CPU whose own kernels "
+             f"are {d.get('native_kernels', '?')}. Claims that flip between runs: {flipping}.", "",
+             f"Conditions: {conds}." + (f" Skipped: {skipped}." if skipped else ""), ""]
+    if (source / "matrix.png").is_file():
+        dest = book / "figures" / "robustness" / "matrix.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / "matrix.png", dest)
+        lines += ["```{figure} figures/robustness/matrix.png", ":width: 100%", ":alt: the robustness matrix", "",
+                  "The robustness matrix: share of runs in which each claim (rows) holds, per condition (columns).",
+                  "```", ""]
+    lines += [table.read_text(encoding="utf-8")]
+    (book / "robustness.md").write_text("\n".join(lines), encoding="utf-8")
+    return "robustness"
+
+
 def _write_book(executed: list[Path], book: Path) -> None:
     """Stage the book in `book`: _config.yml, _toc.yml, index.md, one cleaned notebook per chapter, key figures,
     the stylesheet."""
@@ -625,11 +662,16 @@ def _write_book(executed: list[Path], book: Path) -> None:
         sections.append(_index_section(nb, path, page, book))
         overview.append(f"- [{chapter_intro(nb)[0] or page}](#{page}-summary) — "
                         f"{_tally(parse_claims(nb), run_status(nb))}")
+    robust = robustness_page(book)
+    if robust:
+        overview.append(f"- [The robustness matrix]({robust}.md): every claim over seeds, CPU kernels and threads "
+                        "(the last published matrix)")
     index = (f"# {TITLE}\n\n{WORKBOOK_QUESTION}\n\n*Built {built} from {len(executed)} executed chapter(s); "
              "nothing was re-executed. Code is folded: open a cell's input with its toggle.*\n\n"
              + "\n".join(overview) + "\n\n" + "\n".join(sections))
     (book / "index.md").write_text(index, encoding="utf-8")
-    toc = {"format": "jb-book", "root": "index", "chapters": [{"file": p} for p in pages]}
+    toc = {"format": "jb-book", "root": "index",
+           "chapters": [{"file": p} for p in pages + ([robust] if robust else [])]}
     (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
     (book / "_config.yml").write_text(yaml.safe_dump(book_config(), sort_keys=False, allow_unicode=True),
                                       encoding="utf-8")

@@ -121,3 +121,30 @@ def test_claims_table_and_margin_chart_show_each_threshold_and_margin(executed: 
     assert "95% interval of the ratio" in page and "0.5, from theory" in page
     assert "ratio [0.7, 1.1] above 0.5: margin +0.2 (+40%)" in page
     assert "margins.png" in page and list((tmp_path / "report").rglob("margins*.png"))
+
+
+def test_the_report_has_a_page_on_the_published_robustness_matrix(executed: Path, tmp_path: Path) -> None:
+    """With a published matrix (results/robustness), the report gets a robustness page with its verdict count, heat
+    map and per-claim table, linked from the index; without one, none."""
+    import json
+
+    from lab.workbook import report
+
+    src = tmp_path / "published"
+    src.mkdir()
+    (src / "conditions.json").write_text(json.dumps({
+        "conditions": [{"name": "native·2t", "seeds": [0, 1]}], "skipped": [[{"name": "cuda"}, "no CUDA GPU"]],
+        "native_kernels": "avx512", "runs": 2, "distinct_runs": 2, "failed_runs": 0, "verdicts": 4, "fails": 1,
+        "flipping_claims": ["99 C1"]}))
+    (src / "claims.md").write_text("| chapter | claim |\n| --- | --- |\n| 99 | C1 |\n")
+    book = tmp_path / "book"
+    book.mkdir()
+    assert report.robustness_page(book, src) == "robustness"
+    page = (book / "robustness.md").read_text()
+    assert "3 of 4 verdicts PASS" in page and "99 C1" in page and "native·2t (seeds 0, 1)" in page
+    assert "no CUDA GPU" in page and "| 99 | C1 |" in page
+    assert report.robustness_page(tmp_path / "book2", tmp_path / "absent") is None
+    index = build_report([executed], out_dir=tmp_path / "report")
+    if (report.ROBUSTNESS / "conditions.json").is_file():          # the repository publishes one
+        assert "robustness.html" in index.read_text(encoding="utf-8")
+        assert (tmp_path / "report" / "robustness.html").is_file()
