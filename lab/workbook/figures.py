@@ -12,6 +12,12 @@ from lab.workbook.paths import figure_dir
 
 DPI = 120
 KEY_FIGURE_MIMETYPE = "application/vnd.lab.key-figure+json"
+FIGURE_MIMETYPE = "application/vnd.lab.figure+json"   # a figure's caption, where the report reads it
+# Okabe & Ito's colour-blind-safe palette (its yellow swapped for grey, which is readable on white)
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#999999")
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LOG10_LOSS = r"$\log_{10} L$  ($L$ in nats)"
 
 
 def style() -> None:
@@ -21,39 +27,61 @@ def style() -> None:
                          "legend.fontsize": 8, "figure.autolayout": False})
 
 
-def _declare_key(chapter: str, name: str) -> None:
-    """Display the key-figure record (figures/<chapter>/<name>.png) in the run's outputs, where the report reads it."""
-    record = {"chapter": chapter, "path": f"figures/{chapter}/{name}.png"}
+def _declare(mimetype: str, record: dict) -> None:
+    """Display a figure record in the run's outputs, where the report reads it (nothing outside IPython)."""
     try:
         from IPython import get_ipython
         from IPython.display import display
         if get_ipython() is not None:
-            display({KEY_FIGURE_MIMETYPE: record, "text/plain": ""}, raw=True)
+            display({mimetype: record, "text/plain": ""}, raw=True)
     except ImportError:  # pragma: no cover
         pass
 
 
-def save_fig(fig: plt.Figure, chapter: str, name: str, key: bool = False) -> Path:
+def save_fig(fig: plt.Figure, chapter: str, name: str, key: bool = False, caption: str = "") -> Path:
     """Save fig as figures/<chapter>/<name>.png at the house dpi; return the path.
 
     `key=True` declares it the chapter's key figure: the one the README and the report's index show (exactly one
-    per chapter; tests/workbook/test_notebooks.py checks it).
+    per chapter; tests/workbook/test_notebooks.py checks it). `caption` says what to see in it: the report prints
+    it under the figure, numbered.
     """
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"figure name {name!r}: use letters, digits, '_' and '-' only")
     path = figure_dir(chapter) / f"{name}.png"
     fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    rel = f"figures/{chapter}/{name}.png"
+    if caption:
+        _declare(FIGURE_MIMETYPE, {"chapter": chapter, "path": rel, "caption": str(caption)})
     if key:
-        _declare_key(chapter, name)
+        _declare(KEY_FIGURE_MIMETYPE, {"chapter": chapter, "path": rel, **({"caption": caption} if caption else {})})
     return path
 
 
-def loss_contourf(ax: plt.Axes, surf, levels: int = 30, cmap: str = "viridis", label: str = "log10 loss"):
-    """Filled contours of log10 of a surface's loss (a `lab.landscape.Surface`) on ax, with a colour bar; returns
-    the contour set. Axes labels are the caller's (they name the directions)."""
+def loss_contourf(ax: plt.Axes, surf, levels: int | np.ndarray = 30, cmap: str = "viridis",
+                  label: str = LOG10_LOSS, colorbar: bool = True):
+    """Filled contours of log10 of a surface's loss (a `lab.landscape.Surface`) on ax, with a colour bar unless
+    `colorbar=False`; returns the contour set. `levels` may be an array (see `shared_levels`) so that several panels
+    share one colour scale. Axes labels are the caller's (they name the directions)."""
     cs = ax.contourf(surf.a, surf.b, np.log10(surf.loss), levels=levels, cmap=cmap)
-    ax.figure.colorbar(cs, ax=ax, label=label)
+    if colorbar:
+        ax.figure.colorbar(cs, ax=ax, label=label)
     return cs
 
 
-__all__ = ["DPI", "KEY_FIGURE_MIMETYPE", "style", "save_fig", "loss_contourf"]
+def shared_levels(surfaces, n: int = 30) -> np.ndarray:
+    """n contour levels of log10 loss spanning every given surface: one colour scale for several panels."""
+    logs = [np.log10(np.asarray(s.loss, dtype=float)) for s in surfaces]
+    lo = min(float(np.nanmin(v[np.isfinite(v)])) for v in logs)
+    hi = max(float(np.nanmax(v[np.isfinite(v)])) for v in logs)
+    return np.linspace(lo, hi if hi > lo else lo + 1e-12, n)
+
+
+def distinct_styles(n: int) -> list[dict]:
+    """n line styles that stay apart without colour vision: the Okabe–Ito colour-blind-safe palette together with
+    cycled line styles and markers (keys color, ls, marker: pass them to ax.plot)."""
+    return [dict(color=OKABE_ITO[i % len(OKABE_ITO)], ls=LINESTYLES[i % len(LINESTYLES)],
+                 marker=MARKERS[i % len(MARKERS)]) for i in range(n)]
+
+
+__all__ = ["DPI", "KEY_FIGURE_MIMETYPE", "FIGURE_MIMETYPE", "OKABE_ITO", "LINESTYLES", "MARKERS", "LOG10_LOSS",
+           "style", "save_fig", "loss_contourf", "shared_levels", "distinct_styles"]

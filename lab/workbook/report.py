@@ -13,7 +13,7 @@ from typing import Any
 
 import nbformat
 
-from lab.workbook.figures import KEY_FIGURE_MIMETYPE
+from lab.workbook.figures import FIGURE_MIMETYPE, KEY_FIGURE_MIMETYPE
 from lab.workbook.paths import NOTEBOOKS, REPORT, ROOT
 
 CLAIM_MIMETYPE = "application/vnd.lab.claim+json"
@@ -148,6 +148,16 @@ def key_figure_path(nb: nbformat.NotebookNode) -> str | None:
             if rec:
                 return rec["path"]
     return nb.metadata.get("lab", {}).get("key_figure")
+
+
+def key_figure_caption(nb: nbformat.NotebookNode) -> str:
+    """The caption the run's key-figure record carries (save_fig(..., key=True, caption=...)), else ''."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            rec = out.get("data", {}).get(KEY_FIGURE_MIMETYPE)
+            if isinstance(rec, dict) and rec.get("caption"):
+                return str(rec["caption"])
+    return ""
 
 
 def _key_figure(nb: nbformat.NotebookNode, chapter: str, fig_dir: Path, path: Path | None = None) -> Path | None:
@@ -434,15 +444,16 @@ def _png_name(cell: nbformat.NotebookNode) -> str:
     return f"{m[1]}.png" if m else ""
 
 
-def _caption(cell: nbformat.NotebookNode) -> str:
-    """A caption a figure record in the cell carries (title or caption), else ''."""
-    for out in cell.get("outputs", []):
-        for mime, rec in out.get("data", {}).items():
-            if mime.startswith(LAB_MIMETYPE_PREFIX) and isinstance(rec, dict):
-                for key in ("caption", "title"):
-                    if rec.get(key):
-                        return str(rec[key])
-    return ""
+def _captions(cell: nbformat.NotebookNode) -> list[str]:
+    """The captions the cell's figure records carry (save_fig(..., caption=...)), in the order the figures were
+    saved — the order a cell's figures are shown in. A key-figure record repeats its figure's caption: not counted
+    twice."""
+    out: list[str] = []
+    for o in cell.get("outputs", []):
+        rec = o.get("data", {}).get(FIGURE_MIMETYPE)
+        if isinstance(rec, dict) and rec.get("caption"):
+            out.append(str(rec["caption"]))
+    return out
 
 
 def _split_title(cell: nbformat.NotebookNode) -> tuple[str, str] | None:
@@ -503,15 +514,18 @@ def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
         tags = [t for t in cell.metadata.get("tags", []) if t not in ("nbval-skip", "skip-execution")]
         cell.metadata["tags"] = tags + ([] if "hide-input" in tags else ["hide-input"])
         outputs = [o for o in (_clean_output(o) for o in cell.get("outputs", [])) if o is not None]
-        name, caption = _png_name(cell) or "figure output", _caption(cell)
+        name, captions = _png_name(cell) or "figure output", _captions(cell)
         cell.outputs = []
         cells.append(cell)
+        k = 0
         for out in outputs:  # each PNG in a cell of its own (no input shown): one numbered caption per figure
             if "image/png" not in out.get("data", {}):
                 cells[-1].outputs.append(out)
                 continue
             figure_no += 1
-            text = f"Figure {figure_no} ({label}): {caption or name}"
+            what = captions[k] if k < len(captions) else (captions[0] if len(captions) == 1 else name)
+            k += 1
+            text = f"Figure {figure_no} ({label}): {what}"
             cells.append(nbformat.v4.new_code_cell(f"# {text}", outputs=[out], metadata={  # myst-nb skips empty cells
                 "tags": ["remove-input"], "mystnb": {"figure": {"caption": text}, "image": {"alt": text}}}))
             cells.append(nbformat.v4.new_code_cell("# (continued)", metadata={"tags": ["remove-input"]}))
@@ -557,8 +571,9 @@ def _index_section(nb: nbformat.NotebookNode, path: Path, page: str, book: Path)
     fig = _key_figure(nb, page, book / "figures" / page, path)
     if fig is not None:
         rel = fig.relative_to(book).as_posix()
+        what = key_figure_caption(nb) or fig.name
         parts.append(f"```{{figure}} {rel}\n:width: 100%\n:alt: key figure of {html.escape(title)}\n\n"
-                     f"Key figure ({page}): {fig.name} — click for full size\n```")
+                     f"Key figure ({page}): {what} — click for full size\n```")
     parts.append(f"[Full chapter: {title}]({page}.ipynb)")
     return "\n\n".join(p for p in parts if p) + "\n"
 

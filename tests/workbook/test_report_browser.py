@@ -101,7 +101,8 @@ def test_pages_link_prev_and_next_and_open_the_key_figure_full_size(report: Path
     assert 'class="left-prev"' in second and 'href="98_report.html"' in second
     assert '<a class="reference internal image-reference" href="_images/slope_line.png">' in index
     assert (root / "_images" / "slope_line.png").is_file()
-    assert "Figure 1 (98): slope_line.png" in first  # the chapter's PNG output, numbered and captioned
+    assert "Figure 1 (98): The line rises with slope 2: what to see." in first  # save_fig's caption, numbered
+    assert "Key figure (98_report): The line rises with slope 2" in index
     for gone in ("stderr-output", "progress-marker: ", "it/s]", "explorer-marker", "Explorer", "validated x=",
                  "NBVAL_"):
         assert gone not in first, gone  # stderr, the tqdm widget, the explorer, the validation cell, nbval markers
