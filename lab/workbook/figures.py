@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from lab.workbook.paths import figure_dir
 
@@ -69,18 +70,20 @@ def loss_contourf(ax: plt.Axes, surf, levels: int | np.ndarray = 30, cmap: str =
 
 
 def shared_levels(surfaces, n: int = 30) -> np.ndarray:
-    """n contour levels of log10 loss spanning every given surface: one colour scale for several panels."""
+    """About n contour levels of log10 loss, at round values, spanning every given surface: one colour scale for
+    several panels."""
     logs = [np.log10(np.asarray(s.loss, dtype=float)) for s in surfaces]
     lo = min(float(np.nanmin(v[np.isfinite(v)])) for v in logs)
     hi = max(float(np.nanmax(v[np.isfinite(v)])) for v in logs)
-    return np.linspace(lo, hi if hi > lo else lo + 1e-12, n)
+    return MaxNLocator(n).tick_values(lo, hi if hi > lo else lo + 1e-12)   # round numbers on the colour bar
 
 
 def distinct_styles(n: int) -> list[dict]:
     """n line styles that stay apart without colour vision: the Okabe–Ito colour-blind-safe palette together with
     cycled line styles and markers (keys color, ls, marker: pass them to ax.plot)."""
-    return [dict(color=OKABE_ITO[i % len(OKABE_ITO)], ls=LINESTYLES[i % len(LINESTYLES)],
-                 marker=MARKERS[i % len(MARKERS)]) for i in range(n)]
+    shift = [i + i // len(OKABE_ITO) for i in range(n)]   # past 8 colours, the styles shift: no two entries alike
+    return [dict(color=OKABE_ITO[i % len(OKABE_ITO)], ls=LINESTYLES[k % len(LINESTYLES)],
+                 marker=MARKERS[k % len(MARKERS)]) for i, k in zip(range(n), shift, strict=True)]
 
 
 __all__ = ["DPI", "KEY_FIGURE_MIMETYPE", "FIGURE_MIMETYPE", "OKABE_ITO", "LINESTYLES", "MARKERS", "LOG10_LOSS",

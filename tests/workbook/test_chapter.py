@@ -39,14 +39,19 @@ def test_key_figure_is_declared_in_the_outputs_and_read_by_the_report(tmp_path, 
 
     monkeypatch.setattr(figures, "figure_dir", lambda ch: tmp_path)
     shown = []
-    monkeypatch.setattr(figures, "_declare_key", lambda ch, name: shown.append((ch, name)))
+    monkeypatch.setattr(figures, "_declare", lambda mime, rec: shown.append((mime, rec)))
     fig, ax = plt.subplots()
     a = np.linspace(-1, 1, 5)
     cs = figures.loss_contourf(ax, Surface(a, a, np.exp(np.add.outer(a, a))))
     assert len(fig.axes) == 2 and cs.levels.size > 2          # the plot and its colour bar
     figures.save_fig(fig, "99", "plain")
     figures.save_fig(fig, "99", "key", key=True)
-    assert shown == [("99", "key")] and (tmp_path / "key.png").is_file()
+    assert shown == [(figures.KEY_FIGURE_MIMETYPE, {"chapter": "99", "path": "figures/99/key.png"})]
+    assert (tmp_path / "key.png").is_file()
+    shown.clear()
+    figures.save_fig(fig, "99", "key", key=True, caption="what to see")
+    rec = {"chapter": "99", "path": "figures/99/key.png", "caption": "what to see"}
+    assert shown == [(figures.FIGURE_MIMETYPE, rec), (figures.KEY_FIGURE_MIMETYPE, rec)]
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("save_fig(fig, CH, 'key', key=True)")
     cell.outputs = [nbformat.v4.new_output("display_data", data={
