@@ -38,3 +38,16 @@ def results_dir(chapter: str) -> Path:
     d = RESULTS / chapter
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def git_output(*args: str) -> str:
+    """Output of a read-only git command in the repository ('' when git or the repository is unavailable); takes no
+    lock on the index (--no-optional-locks)."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), *args], capture_output=True, text=True,
+                           timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return r.stdout.strip() if r.returncode == 0 else ""

@@ -14,7 +14,7 @@ from typing import Any
 import nbformat
 
 from lab.workbook.figures import FIGURE_MIMETYPE, KEY_FIGURE_MIMETYPE
-from lab.workbook.paths import NOTEBOOKS, REPORT, ROOT
+from lab.workbook.paths import NOTEBOOKS, REPORT, ROOT, git_output
 
 CLAIM_MIMETYPE = "application/vnd.lab.claim+json"
 STAMP_MIMETYPE = "application/vnd.lab.stamp+json"
@@ -320,18 +320,6 @@ def margin_chart(claims: list[dict[str, Any]], dest: Path, label: str = "") -> P
     return dest
 
 
-def _git(*args: str) -> str:
-    """Output of a read-only git command in the repository, '' when git or the repository is unavailable."""
-    import subprocess
-
-    try:
-        r = subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), *args], capture_output=True, text=True,
-                           timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return r.stdout.strip() if r.returncode == 0 else ""
-
-
 def provenance(nb: nbformat.NotebookNode, path: Path) -> tuple[str, str]:
     """(commit, run date) of an executed notebook: the runner's record and papermill's end time; for a committed
     chapter (refreshed in place, its run records stripped) the last commit of its file."""
@@ -345,7 +333,8 @@ def provenance(nb: nbformat.NotebookNode, path: Path) -> tuple[str, str]:
         except ValueError:
             pass
     if not commit or not when:
-        log = _git("log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M", "--", str(Path(path).resolve()))
+        log = git_output("log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M", "--",
+                         str(Path(path).resolve()))
         if log and Path(path).resolve().is_relative_to(NOTEBOOKS.resolve()):
             h, _, d = log.partition(" ")
             commit = commit or f"{h} (last commit of {Path(path).name})"
@@ -635,7 +624,7 @@ def robustness_page(book: Path, source: Path = ROBUSTNESS) -> str | None:
     d = json.loads(summary.read_text(encoding="utf-8"))
     conds = "; ".join(f"{c['name']} (seeds {', '.join(map(str, c['seeds']))})" for c in d.get("conditions", []))
     skipped = "; ".join(f"{c[0]['name']}: {c[1]}" for c in d.get("skipped", []))
-    when = _git("log", "-1", "--format=%cd", "--date=format:%Y-%m-%d", "--", str(summary)) or "not recorded"
+    when = git_output("log", "-1", "--format=%cd", "--date=format:%Y-%m-%d", "--", str(summary)) or "not recorded"
     passed = d.get("verdicts", 0) - d.get("fails", 0)
     flipping = ", ".join(map(str, d.get("flipping_claims") or [])) or "none"
     lines = ["# Robustness matrix", "",

@@ -263,15 +263,10 @@ RUN_MARK = "lab_run"  # notebook metadata key of a run: parameters, status, wher
 
 def source_commit() -> str | None:
     """The repository's commit as a run records it (git describe --always --dirty: a hash, '-dirty' when the
-    working tree has changes), or None outside a git checkout. Read-only: takes no lock on the index."""
-    import subprocess
+    working tree has changes), or None outside a git checkout."""
+    from lab.workbook.paths import git_output
 
-    try:
-        r = subprocess.run(["git", "--no-optional-locks", "-C", str(ROOT), "describe", "--always", "--dirty",
-                            "--abbrev=10"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() or None if r.returncode == 0 else None
+    return git_output("describe", "--always", "--dirty", "--abbrev=10") or None
 
 
 def check_name(name: str) -> str:
