@@ -72,3 +72,25 @@ def test_replicate_seeds_are_disjoint_blocks() -> None:
     assert not set(replicate_seeds(1, 5)) & set(replicate_seeds(2, 5))
     with pytest.raises(ValueError, match="n_reps"):
         replicate_seeds(0, 0)
+
+
+def test_kendall_interval_against_scipy_and_edge_cases():
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from lab.stats import kendall_interval
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=30)
+    y = x + rng.normal(size=30)
+    e = kendall_interval(x, y, n_resamples=400)
+    assert e.value == kendalltau(x, y).statistic and e.low < e.value < e.high and e.n == 30
+    assert e.above(0.0)                                   # a real positive correlation is resolved
+    z = rng.normal(size=30)
+    assert not kendall_interval(x, z, n_resamples=400).above(0.2)
+    assert np.isnan(kendall_interval([1, 2, 3], [1, 2, 3]).value)          # too few pairs
+    assert np.isnan(kendall_interval(np.ones(10), np.arange(10.0)).value)  # a constant column
+    assert not kendall_interval([1, 2, np.nan, 4, 5], [1, 2, 3, 4, 5]).above(-1.0)
+    import pytest
+    with pytest.raises(ValueError, match="parameters 'x' and 'y'"):
+        kendall_interval([1, 2, 3, 4], [1, 2, 3])

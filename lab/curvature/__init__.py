@@ -1,4 +1,4 @@
-"""Curvature of a loss of the flat parameter vector: operators, spectra, traces, rank.
+"""Curvature of a loss of the flat parameter vector: operators, spectra, traces, rank, sharpness measures.
 
 Build an operator once per θ and hand it to every estimator::
 
@@ -24,6 +24,16 @@ from lab.curvature.operators import (
     minibatch_hvp_operator,
 )
 from lab.curvature.rank import Rank, condition_number, numerical_rank, rank_tolerance, singular_values
+from lab.curvature.sharpness import (
+    MEASURES,
+    AdaptiveOperator,
+    adaptive_operator,
+    epsilon_sharpness,
+    filter_normalized_curvature,
+    layer_pairs,
+    rescale,
+    sharpness_measures,
+)
 from lab.curvature.spectrum import WHICH, Eigs, lanczos, power_iteration, slq_density, spectral_density, top_eigs
 from lab.curvature.trace import hutchinson_trace, hutchpp_trace, xtrace
 
@@ -31,4 +41,5 @@ __all__ = ["LossFn", "LinearOperator", "HessianOperator", "WeightedSum", "DenseO
            "as_operator", "hvp", "hvp_operator", "directional_curvature", "minibatch_hvp_operator",
            "dataloader_hvp_operator", "dense_hessian", "Eigs", "WHICH", "top_eigs", "power_iteration", "lanczos",
            "slq_density", "spectral_density", "hutchinson_trace", "hutchpp_trace", "xtrace", "Rank", "numerical_rank",
-           "rank_tolerance", "condition_number", "singular_values"]
+           "rank_tolerance", "condition_number", "singular_values", "MEASURES", "AdaptiveOperator", "adaptive_operator",
+           "epsilon_sharpness", "filter_normalized_curvature", "layer_pairs", "rescale", "sharpness_measures"]

@@ -1,4 +1,5 @@
-"""Training on the flat parameter vector: loops (full batch, streams, replicates side by side, the LR range test),
+"""Training on the flat parameter vector: loops (full batch, streams, replicates side by side, the LR range test,
+minibatch SGD to a matched training loss),
 callbacks (a protocol; VarianceProbe, SharpnessProbe), learning-rate schedules, and statistics of loss series."""
 
 from lab.training.callbacks import Callback, SharpnessProbe, VarianceProbe
@@ -16,6 +17,7 @@ from lab.training.loops import (
     train_replicates,
     train_stream,
 )
+from lab.training.minibatch import MinibatchRun, sgd_to_loss
 from lab.training.recipes import TrainedNet, train_mnist_mlp
 from lab.training.schedules import SCHEDULES, ConstantVarianceLR, lr_range_suggestion, make_schedule
 from lab.training.series import (
@@ -33,6 +35,8 @@ from lab.training.series import (
 from lab.training.summaries import intrinsic_floor, phase_median, tail_medians
 
 __all__ = [
+    "MinibatchRun",
+    "sgd_to_loss",
     "TrainedNet",
     "train_mnist_mlp",
     "intrinsic_floor",

@@ -1,0 +1,56 @@
+"""Minibatch SGD to a matched loss: the same steps as torch.optim.SGD by hand, stopping and its errors."""
+import pytest
+import torch
+
+from lab.checks import NonFiniteError
+from lab.flat import make_batch_loss_fn
+from lab.training import sgd_to_loss
+
+
+def _problem():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    f, theta0, _ = make_batch_loss_fn(net)
+    x = torch.randn(64, 4)
+    y = (x[:, 0] + 0.3 * x[:, 1] > 0).long()
+    return f, theta0, x, y
+
+
+def test_one_epoch_equals_hand_written_sgd_on_the_same_batches():
+    f, theta0, x, y = _problem()
+    run = sgd_to_loss(f, theta0, x, y, batch_size=16, lr=0.1, target=0.0, max_steps=4, momentum=0.0,
+                      weight_decay=0.01, seed=5)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(5))
+    p = theta0.clone()
+    for i in range(4):
+        idx = order[16 * i:16 * (i + 1)]
+        q = p.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(f(q, x[idx], y[idx]), q)
+        p = p - 0.1 * (g + 0.01 * p)
+    assert torch.allclose(run.theta, p, atol=1e-6)
+    assert run.steps == 4 and run.epochs == 1 and not run.reached
+    assert run.train_loss == pytest.approx(float(f(run.theta, x, y)))
+
+
+def test_stops_at_the_first_epoch_below_target_and_full_batch_is_one_step_per_epoch():
+    f, theta0, x, y = _problem()
+    run = sgd_to_loss(f, theta0, x, y, batch_size=64, lr=0.5, target=0.3, max_steps=5000)
+    assert run.reached and run.steps == run.epochs == len(run.epoch_loss)
+    assert run.epoch_loss[-1] <= 0.3 < run.epoch_loss[-2]
+
+
+@pytest.mark.parametrize("kw,name", [(dict(batch_size=0), "batch_size"), (dict(batch_size=65), "batch_size"),
+                                     (dict(lr=0.0), "lr"), (dict(momentum=1.0), "momentum"),
+                                     (dict(weight_decay=-1.0), "weight_decay"), (dict(max_steps=0), "max_steps")])
+def test_bad_parameters_are_named(kw, name):
+    f, theta0, x, y = _problem()
+    args = dict(batch_size=16, lr=0.1, target=0.1, max_steps=10) | kw
+    with pytest.raises(ValueError, match=f"parameter '{name}'"):
+        sgd_to_loss(f, theta0, x, y, **args)
+
+
+def test_divergence_is_reported():
+    f, theta0, x, y = _problem()
+    with pytest.raises(NonFiniteError, match="diverged"):
+        sgd_to_loss(lambda p, xb, yb: f(p, xb, yb) * torch.exp(p.norm() ** 2), theta0, x, y, batch_size=64,
+                    lr=1e3, target=0.0, max_steps=50, momentum=0.0)
