@@ -1,6 +1,27 @@
 """Floating-point numerics of a loss: precision (ulp, unit roundoff), noise estimators (ECnoise, the rounding
-model, finite-difference noise), the doubling-h probe, and the regime labels (noise / structure / quadratic)."""
+model, finite-difference noise), the doubling-h probe, the regime labels (noise / structure / quadratic), and
+training in low precision (gradient error against batch noise, stochastic rounding, lost updates)."""
 
+from lab.numerics.lowprec import (
+    MODES,
+    OPTIMIZERS,
+    BatchNoise,
+    GradError,
+    LowPrecRun,
+    batch_noise,
+    crossover_batch,
+    fit_law,
+    float64_minimum,
+    grad_error,
+    lost_updates,
+    predicted_lost_share,
+    round_stochastic,
+    round_to,
+    rounding_floor,
+    sampled_batch_noise,
+    tail_excess,
+    train_lowprec,
+)
 from lab.numerics.noise import (
     LossError,
     LossNoise,
@@ -76,4 +97,22 @@ __all__ = [
     "Regimes",
     "local_slope",
     "label_regimes",
+    "GradError",
+    "grad_error",
+    "BatchNoise",
+    "batch_noise",
+    "sampled_batch_noise",
+    "crossover_batch",
+    "round_stochastic",
+    "round_to",
+    "lost_updates",
+    "MODES",
+    "OPTIMIZERS",
+    "LowPrecRun",
+    "train_lowprec",
+    "fit_law",
+    "predicted_lost_share",
+    "float64_minimum",
+    "rounding_floor",
+    "tail_excess",
 ]

@@ -150,4 +150,33 @@ def rolling_std_figure(loss: np.ndarray, window: int, target: float, floor_steps
     return fig
 
 
-__all__ = ["ALL_ZERO", "H_LABEL", "probe_figure", "surface_figure", "fits_figure", "rolling_std_figure"]
+def lowprec_figure(eval_steps: np.ndarray, loss: np.ndarray, ref_loss: np.ndarray, lost_meas: np.ndarray,
+                   lost_pred: np.ndarray, label: str) -> plt.Figure:
+    """Chapter 08's explorer: left, the float64 training loss of a low-precision run (`label`) against the float32
+    reference at the same evaluation steps; right, the share of updates lost per step, measured and predicted by the
+    round-to-nearest rule (`lab.numerics.lost_updates`)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
+    axes[0].plot(eval_steps, ref_loss, label="float32")
+    axes[0].plot(eval_steps, loss, "--", label=label)
+    axes[0].set(xlabel="step", ylabel="training loss (cross-entropy, float64)", yscale="log")
+    axes[0].legend()
+    steps = np.arange(len(lost_meas))
+    axes[1].plot(steps, lost_meas, label="measured")
+    axes[1].plot(steps, lost_pred, "--", label="predicted (round-to-nearest rule)")
+    axes[1].set(xlabel="step", ylabel="share of updates lost", ylim=(0, 1.02))
+    axes[1].legend()
+    return fig
+
+
+def profile_figure(t: np.ndarray, profiles: dict[str, np.ndarray], xlabel: str, title: str = "") -> plt.Figure:
+    """Chapter 07's explorer: loss profiles along one line (label → loss at each t), log scale, one curve each."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+    for label, loss in profiles.items():
+        ax.plot(t, loss, label=label)
+    ax.set(xlabel=xlabel, ylabel="training loss (nats)", yscale="log", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+__all__ = ["ALL_ZERO", "H_LABEL", "probe_figure", "surface_figure", "fits_figure", "rolling_std_figure",
+           "lowprec_figure", "profile_figure"]

@@ -101,3 +101,22 @@ def test_chapter_explorers_draw_through_lab(path) -> None:
     src = "\n".join(c.source for c in cells)
     assert "lab.workbook.explorers" in src
     assert "continuous_update=False" in src or "interact_manual" in src or "IntSlider" not in src
+
+@pytest.mark.parametrize("n_steps", [5, 60])
+def test_lowprec_figure_two_settings(n_steps: int) -> None:
+    ev = np.arange(0, n_steps + 1, max(n_steps // 5, 1))
+    loss = np.linspace(2.3, 1.0, len(ev))
+    share = np.linspace(0.9, 0.5, n_steps)
+    fig = ex.lowprec_figure(ev, loss, loss * 0.9, share, share + 0.01, "rtn bfloat16")
+    left, right = fig.axes
+    assert [ln.get_label() for ln in left.lines] == ["float32", "rtn bfloat16"]
+    assert right.get_ylabel() == "share of updates lost" and len(right.lines[0].get_xdata()) == n_steps
+
+
+@pytest.mark.parametrize("n", [2, 41])
+def test_profile_figure_two_settings(n: int) -> None:
+    t = np.linspace(-1, 1, n)
+    fig = ex.profile_figure(t, {"B = 16": 1 + t**2, "B = 1000": 1 + 3 * t**2}, "t along a direction", "title")
+    (ax,) = fig.axes
+    assert [ln.get_label() for ln in ax.lines] == ["B = 16", "B = 1000"] and len(ax.lines[0].get_xdata()) == n
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "training loss (nats)"
