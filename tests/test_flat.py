@@ -206,3 +206,251 @@ def test_make_batch_loss_fn_matches_make_loss_fn() -> None:
     assert torch.equal(theta, theta_b) and torch.equal(g(theta, x, y), f(theta))
     with pytest.raises(ValueError, match="'loss'"):
         make_batch_loss_fn(model, loss="hinge")
+
+
+# --- #31: defects of lab.flat, each a regression test --------------------------------------------------------------
+
+def _linear_regression_data(n: int = 9) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    net = nn.Linear(5, 1).double()
+    g = torch.Generator().manual_seed(3)
+    return net, torch.randn(n, 5, generator=g, dtype=torch.float64), torch.randn(n, generator=g, dtype=torch.float64)
+
+
+def test_mse_with_n_targets_compares_entry_by_entry_not_broadcast() -> None:
+    """#31: an (n, 1) output against an (n,) target broadcast to (n, n) and gave a wrong loss (1.371 for 1.137)."""
+    from lab.flat import make_batch_loss_fn
+
+    net, x, y = _linear_regression_data()
+    with torch.no_grad():
+        right = ((net(x).reshape(-1) - y) ** 2).mean()
+        wrong = ((net(x) - y) ** 2).mean()                  # the broadcast (n, n) table
+    assert abs(float(right - wrong)) > 1e-3                 # the two really differ on this data
+    f, theta, _ = make_loss_fn(net, x, y, loss="mse")
+    torch.testing.assert_close(f(theta), right, rtol=1e-14, atol=0)
+    g, _, _ = make_batch_loss_fn(net, loss="mse")
+    torch.testing.assert_close(g(theta, x, y), right, rtol=1e-14, atol=0)
+    torch.testing.assert_close(g(theta, x, y[:, None]), right, rtol=1e-14, atol=0)   # (n, 1) targets: as they are
+
+
+def test_mse_refuses_targets_that_cannot_meet_the_outputs() -> None:
+    """#31: a (1, 1) target broadcast against every output; shapes whose entries differ are refused by name."""
+    from lab.flat import make_batch_loss_fn, mse
+
+    net, x, _ = _linear_regression_data()
+    g, theta, _ = make_batch_loss_fn(net, loss="mse")
+    with pytest.raises(ValueError, match="lab.flat.make_batch_loss_fn: parameters 'x' and 'y'"):
+        g(theta, x, torch.zeros(1, 1, dtype=torch.float64))          # one target for 9 inputs
+    with pytest.raises(ValueError, match="'mse'.*\\(1, 1\\).*\\(1, 2\\)"):
+        g(theta, x[:1], torch.zeros(1, 2, dtype=torch.float64))      # (1, 1) outputs, (1, 2) targets
+    with pytest.raises(ValueError, match="'mse'.*\\(4, 2\\).*\\(4,\\)"):
+        mse(torch.zeros(4, 2), torch.zeros(4))
+    f, theta, _ = make_loss_fn(net, x, torch.zeros(9, 3, dtype=torch.float64), loss="mse")
+    with pytest.raises(ValueError, match="'mse'.*\\(9, 1\\).*\\(9, 3\\)"):
+        f(theta)
+
+
+class _FunctionalDropout(nn.Module):
+    """Dropout written as a function call: no Dropout module for require_eval_mode to find."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(self.lin(x), 0.5, self.training)
+
+
+def test_functional_dropout_in_train_mode_is_refused() -> None:
+    """#31: three calls of the loss gave three losses; now the builders evaluate the model twice and refuse."""
+    from lab.checks import TrainModeError
+    from lab.flat import make_batch_loss_fn, make_forward, per_sample_losses
+
+    torch.manual_seed(0)
+    m = _FunctionalDropout().double().train()
+    x, y = _xy()
+    with pytest.raises(TrainModeError, match="make_loss_fn.*_FunctionalDropout.*F.dropout"):
+        make_loss_fn(m, x, y)
+    g, theta, _ = make_batch_loss_fn(m)
+    with pytest.raises(TrainModeError, match="make_forward"):
+        g(theta, x, y)
+    forward, theta, _ = make_forward(m)
+    with pytest.raises(TrainModeError):
+        forward(theta, x)
+    with pytest.raises(TrainModeError):
+        per_sample_losses(m, theta, x, y)
+    f, theta, _ = make_loss_fn(m, x, y, allow_train_mode=True)           # measuring it on purpose: random
+    assert len({float(f(theta)) for _ in range(3)}) == 3
+    f, theta, _ = make_loss_fn(m.eval(), x, y)                          # eval: deterministic
+    assert torch.equal(f(theta), f(theta)) and m.training is False
+
+
+def test_empty_inputs_and_mismatched_lengths_are_refused_by_name() -> None:
+    """#31: an empty x gave a NaN loss; x and y of different lengths were not checked."""
+    from lab.flat import loss_from_forward, make_batch_loss_fn, make_forward, per_sample_losses
+
+    m = _mlp()
+    x, y = _xy()
+    for bad_x, bad_y, msg in ((x[:0], y[:0], "'x' has no samples"), (x, y[:-1], "'x' and 'y'.*11 inputs, 10")):
+        with pytest.raises(ValueError, match=msg):
+            make_loss_fn(m, bad_x, bad_y)
+        g, theta, _ = make_batch_loss_fn(m)
+        with pytest.raises(ValueError, match=msg):
+            g(theta, bad_x, bad_y)
+        with pytest.raises(ValueError, match=msg):
+            per_sample_losses(m, theta, bad_x, bad_y)
+        with pytest.raises(ValueError, match=msg):
+            loss_from_forward(make_forward(m)[0], bad_x, bad_y, loss="cross_entropy")
+
+
+def test_every_builder_validates_loss_the_same_way() -> None:
+    """#31: one shared check for 'loss' (and 'loss_kwargs'), naming the parameter and the allowed values."""
+    from lab.flat import LOSSES, loss_from_forward, make_batch_loss_fn, make_forward, per_sample_losses
+
+    m = _mlp()
+    x, y = _xy()
+    theta = flatten(m)[0]
+    calls = {"make_loss_fn": lambda **k: make_loss_fn(m, x, y, **k),
+             "make_batch_loss_fn": lambda **k: make_batch_loss_fn(m, **k),
+             "loss_from_forward": lambda **k: loss_from_forward(make_forward(m)[0], x, y, **k),
+             "per_sample_losses": lambda **k: per_sample_losses(m, theta, x, y, **k)}
+    for where, call in calls.items():
+        with pytest.raises(ValueError, match=f"lab.flat.{where}: parameter 'loss' = 'l3' is not allowed: "
+                                             f"expected one of {tuple(LOSSES)!r}".replace("(", "\\(")
+                           .replace(")", "\\)")):
+            call(loss="l3")
+        with pytest.raises(ValueError, match="'loss_kwargs'"):
+            call(loss="cross_entropy", loss_kwargs={"no_such_option": 1})
+
+
+# --- #34: inputs of any kind, class-last cross-entropy, Hugging Face style outputs ----------------------------------
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lin = nn.Embedding(6, 4), nn.Linear(4, 3)
+
+    def forward(self, ids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        assert ids.dtype == torch.long                     # token ids are never cast to a float dtype
+        return self.lin(self.emb(ids).mean(1) * scale)
+
+
+def test_to_inputs_casts_only_floating_tensors() -> None:
+    from lab.flat import batch_size, to_inputs
+
+    ids, w, mask = torch.tensor([[1, 2]]), torch.ones(1, 2), torch.tensor([[True, False]])
+    got = to_inputs({"ids": ids, "w": w, "mask": mask, "flag": None}, torch.float64)
+    assert (got["ids"].dtype, got["w"].dtype, got["mask"].dtype, got["flag"]) == (torch.long, torch.float64,
+                                                                                  torch.bool, None)
+    assert to_inputs(ids, torch.float64) is ids and to_inputs(w, torch.float32) is w     # nothing to do: no copy
+    a, b = to_inputs((w, ids), torch.float64)
+    assert a.dtype == torch.float64 and b.dtype == torch.long
+    assert isinstance(to_inputs([w], torch.float64), list)
+    assert batch_size((ids, w)) == 1 and batch_size({"w": torch.zeros(5, 2)}) == 5
+    with pytest.raises(ValueError, match="parameter 'x' of type int"):
+        to_inputs(3)
+
+
+@pytest.mark.parametrize("kind", ["tuple", "list", "dict"])
+def test_tuple_list_and_dict_inputs_in_every_builder(kind: str) -> None:
+    from lab.flat import loss_from_forward, make_batch_loss_fn, make_forward, per_sample_losses
+
+    torch.manual_seed(0)
+    m = _TwoInputs().double().eval()
+    ids, scale = torch.randint(0, 6, (8, 5)), torch.rand(8, 1, dtype=torch.float64)
+    y = torch.randint(0, 3, (8,))
+    x = {"tuple": (ids, scale), "list": [ids, scale], "dict": {"ids": ids, "scale": scale}}[kind]
+    with torch.no_grad():
+        want = nn.functional.cross_entropy(m(ids, scale), y)
+    f, theta, _ = make_loss_fn(m, x, y)
+    torch.testing.assert_close(f(theta), want, rtol=1e-14, atol=0)
+    assert f(theta.float()).dtype == torch.float32                     # floating inputs follow θ's dtype
+    g, _, _ = make_batch_loss_fn(m)
+    torch.testing.assert_close(g(theta, x, y), want, rtol=1e-14, atol=0)
+    torch.testing.assert_close(loss_from_forward(make_forward(m)[0], x, y, loss="cross_entropy")(theta), want,
+                               rtol=1e-14, atol=0)
+    ps = per_sample_losses(m, theta, x, y)
+    assert ps.shape == (8,)
+    torch.testing.assert_close(ps.mean(), want, rtol=1e-12, atol=0)
+    assert not hasattr(f, "parts")                                     # plane's affine path needs a tensor x
+    scale[0] = 1e6                                                     # the caller's tensors never leak in
+    torch.testing.assert_close(f(theta), want, rtol=1e-14, atol=0)
+
+
+def test_cross_entropy_classes_last_with_ignore_index() -> None:
+    from lab.flat import cross_entropy, make_batch_loss_fn
+
+    torch.manual_seed(0)
+    logits, tgt = torch.randn(2, 5, 7, dtype=torch.float64), torch.randint(0, 7, (2, 5))
+    tgt[0, 3:] = 0                                                      # padding, id 0
+    keep = tgt != 0
+    want = nn.functional.cross_entropy(logits[keep], tgt[keep])
+    torch.testing.assert_close(cross_entropy(logits, tgt, ignore_index=0), want, rtol=1e-14, atol=0)
+    torch.testing.assert_close(cross_entropy(logits, tgt),
+                               nn.functional.cross_entropy(logits.transpose(1, 2), tgt), rtol=1e-14, atol=0)
+    per_token = cross_entropy(logits, tgt, reduction="none", ignore_index=0)
+    assert per_token.shape == (2, 5) and bool((per_token[~keep] == 0).all())
+    soft = torch.softmax(torch.randn(2, 5, 7, dtype=torch.float64), -1)
+    torch.testing.assert_close(cross_entropy(logits, soft),
+                               nn.functional.cross_entropy(logits.reshape(-1, 7), soft.reshape(-1, 7)))
+    with pytest.raises(ValueError, match="'cross_entropy'.*\\(2, 5, 1\\).*\\(2, 5\\)"):
+        cross_entropy(logits, tgt[..., None])
+    # through the builders: loss_kwargs, or a partial of the named loss
+    lm = nn.Embedding(7, 7).double()
+    g, theta, _ = make_batch_loss_fn(lm, loss_kwargs={"ignore_index": 0})
+    with torch.no_grad():
+        want = nn.functional.cross_entropy(lm(tgt)[keep], tgt[keep])
+    torch.testing.assert_close(g(theta, tgt, tgt), want, rtol=1e-14, atol=0)
+    import functools
+    g2, _, _ = make_batch_loss_fn(lm, loss=functools.partial(cross_entropy, ignore_index=0))
+    torch.testing.assert_close(g2(theta, tgt, tgt), want, rtol=1e-14, atol=0)
+
+
+def test_logits_of_adapts_hugging_face_style_outputs() -> None:
+    from lab.flat import logits_of
+
+    class Out:
+        def __init__(self, logits: torch.Tensor) -> None:
+            self.logits, self.loss = logits, None
+
+    class HF(nn.Module):
+        def __init__(self, as_dict: bool) -> None:
+            super().__init__()
+            self.emb, self.as_dict = nn.Embedding(5, 5), as_dict
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+            z = self.emb(input_ids) * attention_mask[..., None]
+            return {"logits": z, "past": None} if self.as_dict else Out(z)
+
+    ids, mask = torch.tensor([[1, 2, 3], [4, 0, 0]]), torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    y = torch.tensor([[2, 3, -100], [-100, -100, -100]])
+    for as_dict in (True, False):
+        torch.manual_seed(0)
+        hf = HF(as_dict).double().eval()
+        wrapped = logits_of(hf)
+        assert wrapped.training is False and hf.training is False
+        f, theta, spec = make_loss_fn(wrapped, {"input_ids": ids, "attention_mask": mask}, y)
+        assert spec.names == ("model.emb.weight",)
+        with torch.no_grad():
+            want = nn.functional.cross_entropy(hf.emb(ids).reshape(-1, 5), y.reshape(-1))
+        torch.testing.assert_close(f(theta), want, rtol=1e-14, atol=0)
+    with pytest.raises(TypeError, match="'scores'"):
+        make_loss_fn(logits_of(HF(True).eval(), key="scores"), {"input_ids": ids, "attention_mask": mask}, y)
+
+
+def test_tied_weights_appear_once_and_stay_tied() -> None:
+    torch.manual_seed(0)
+    emb = nn.Embedding(6, 4)
+    head = nn.Linear(4, 6, bias=False)
+    head.weight = emb.weight                                            # tied: one parameter, two uses
+    m = nn.Sequential(emb, nn.Tanh(), head).double().eval()
+    ids = torch.randint(0, 6, (3, 5))
+    f, theta, spec = make_loss_fn(m, ids, ids)
+    assert spec.names == ("0.weight",) and spec.size == 24
+    t2 = theta + 0.1 * torch.randn(24, dtype=torch.float64)
+    ref = nn.Sequential(nn.Embedding(6, 4), nn.Tanh(), nn.Linear(4, 6, bias=False)).double()
+    with torch.no_grad():
+        ref[0].weight.copy_(t2.reshape(6, 4))
+        ref[2].weight.copy_(t2.reshape(6, 4))                           # both uses moved by θ
+        want = nn.functional.cross_entropy(ref(ids).reshape(-1, 6), ids.reshape(-1))
+    torch.testing.assert_close(f(t2), want, rtol=1e-14, atol=0)
