@@ -8,6 +8,32 @@ Build an operator once per θ and hand it to every estimator::
 
 Every estimator also takes (loss_fn, theta) and builds the Hessian operator itself.
 """
+from lab.curvature.activations import (
+    REDUCE,
+    activation_hessian,
+    activation_hessian_operator,
+    activation_jacobian,
+    layer_shapes,
+)
+from lab.curvature.ggn import (
+    FISHER_KINDS,
+    BlockOperator,
+    FisherOperator,
+    GGNOperator,
+    LossProblem,
+    StackPCA,
+    block,
+    class_means,
+    dense_block,
+    fisher_operator,
+    ggn_operator,
+    output_hessian_operator,
+    param_indices,
+    per_class,
+    stack_pca,
+    to_dense,
+    unpack_loss,
+)
 from lab.curvature.operators import (
     DataLoaderOperator,
     DenseOperator,
@@ -43,3 +69,7 @@ __all__ = ["LossFn", "LinearOperator", "HessianOperator", "WeightedSum", "DenseO
            "slq_density", "spectral_density", "hutchinson_trace", "hutchpp_trace", "xtrace", "Rank", "numerical_rank",
            "rank_tolerance", "condition_number", "singular_values", "MEASURES", "AdaptiveOperator", "adaptive_operator",
            "epsilon_sharpness", "filter_normalized_curvature", "layer_pairs", "rescale", "sharpness_measures"]
+__all__ += ["GGNOperator", "ggn_operator", "FisherOperator", "fisher_operator", "FISHER_KINDS",  # issue #33
+            "output_hessian_operator", "param_indices", "BlockOperator", "block", "dense_block", "to_dense",
+            "per_class", "class_means", "StackPCA", "stack_pca", "LossProblem", "unpack_loss", "REDUCE",
+            "layer_shapes", "activation_hessian", "activation_hessian_operator", "activation_jacobian"]
