@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NonFiniteError", "TrainModeError", "require_finite", "require_finite_float", "MODE_DEPENDENT",
-           "mode_dependent_modules", "require_eval_mode"]
+__all__ = ["NonFiniteError", "TrainModeError", "require_finite", "require_finite_float", "require_int", "require_real",
+           "require_level", "require_vector", "not_allowed", "MODE_DEPENDENT", "mode_dependent_modules",
+           "require_eval_mode"]
 
 
 class NonFiniteError(FloatingPointError, ValueError):
@@ -135,6 +136,163 @@ def require_finite_float(v: float, name: str, where: str) -> float:
     if not math.isfinite(f):
         raise NonFiniteError(f"{where}: parameter '{name}' = {v!r} is not allowed: expected a finite number")
     return f
+
+
+def not_allowed(name: str, value: Any, expected: str, where: str = "") -> str:
+    """The one-line message for a refused parameter: "[where: ]parameter 'name' = value is not allowed: expected ...".
+
+    Example:
+        >>> not_allowed("k", 2.5, "an integer >= 1", "demo")
+        "demo: parameter 'k' = 2.5 is not allowed: expected an integer >= 1"
+    """
+    shown = repr(value)
+    if len(shown) > 60 or "\n" in shown:
+        shown = (f"{type(value).__name__} of shape {tuple(value.shape)}" if hasattr(value, "shape")
+                 else shown[:57] + "...")
+    return (f"{where}: " if where else "") + f"parameter '{name}' = {shown} is not allowed: expected {expected}"
+
+
+def _range_text(kind: str, lo: float | None, hi: float | None, lo_open: bool = False, hi_open: bool = False) -> str:
+    if lo is not None and hi is not None:
+        return f"{kind} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{kind} {'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f"{kind} {'<' if hi_open else '<='} {hi}"
+    return kind
+
+
+def _as_scalar(value: Any) -> Any:
+    """A 0-d tensor or numpy array as its Python number; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def require_int(value: Any, name: str, where: str = "", lo: int | None = None, hi: int | None = None) -> int:
+    """value as an int when it is an integer (not a bool, not a float such as 2.0) in [lo, hi], else a one-line
+    error naming parameter `name`.
+
+    Args:
+        value: the parameter's value: a Python or numpy integer, or a 0-d integer tensor.
+        name: the parameter's name, as the caller spells it.
+        where: the entry point, prefixed to the message when given.
+        lo, hi: the smallest and largest allowed values (None: unbounded).
+
+    Returns:
+        int(value).
+
+    Raises:
+        TypeError: value is not an integer. ValueError: it lies outside [lo, hi].
+
+    Example:
+        >>> require_int(3, "k", lo=1)
+        3
+        >>> require_int(2.5, "k", lo=1)
+        Traceback (most recent call last):
+        ...
+        TypeError: parameter 'k' = 2.5 is not allowed: expected an integer >= 1
+    """
+    v = _as_scalar(value)
+    expected = _range_text("an integer", lo, hi)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise TypeError(not_allowed(name, value, expected, where))
+    v = int(v)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(not_allowed(name, value, expected, where))
+    return v
+
+
+def require_real(value: Any, name: str, where: str = "", lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, hi_open: bool = False) -> float:
+    """value as a float when it is a finite real number in the given range, else a one-line error naming it.
+
+    Args:
+        value: a Python or numpy number, or a 0-d tensor (not a bool, not a string).
+        name, where: as for `require_int`.
+        lo, hi: the range's ends (None: unbounded); lo_open / hi_open exclude them.
+
+    Returns:
+        float(value).
+
+    Raises:
+        TypeError: not a real number. NonFiniteError: NaN or ±inf. ValueError: outside the range.
+
+    Example:
+        >>> require_real(0.5, "level", lo=0, hi=1, lo_open=True, hi_open=True)
+        0.5
+        >>> require_real(0, "sigma", "demo", lo=0, lo_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: demo: parameter 'sigma' = 0 is not allowed: expected a number > 0
+    """
+    v = _as_scalar(value)
+    expected = _range_text("a number", lo, hi, lo_open, hi_open)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(not_allowed(name, value, expected, where))
+    f = float(v)
+    if not math.isfinite(f):
+        raise NonFiniteError(not_allowed(name, value, "a finite number" + ("" if expected == "a number" else
+                                                                           f" ({expected})"), where))
+    if ((lo is not None and (f < lo or (lo_open and f == lo)))
+            or (hi is not None and (f > hi or (hi_open and f == hi)))):
+        raise ValueError(not_allowed(name, value, expected, where))
+    return f
+
+
+def require_level(level: Any, where: str = "", name: str = "level") -> float:
+    """A confidence level: a finite number strictly between 0 and 1, else a one-line error naming it.
+
+    Example:
+        >>> require_level(0.95)
+        0.95
+        >>> require_level(1.5, "demo")
+        Traceback (most recent call last):
+        ...
+        ValueError: demo: parameter 'level' = 1.5 is not allowed: expected a number in (0, 1)
+    """
+    return require_real(level, name, where, lo=0, hi=1, lo_open=True, hi_open=True)
+
+
+def require_vector(v: Any, name: str, where: str = "", size: int | None = None, nonzero: bool = False,
+                   finite: bool = True) -> torch.Tensor:
+    """v when it is a floating torch tensor with `size` entries (any shape that holds them as one vector is
+    refused unless 1-D), finite and, with nonzero, not all zero; else a one-line error naming parameter `name`.
+
+    Args:
+        v: the vector.
+        name, where: as for `require_int`.
+        size: the required number of entries (None: any, at least one).
+        nonzero: refuse the zero vector (a direction, a start vector).
+        finite: refuse NaN and ±inf entries (NonFiniteError).
+
+    Returns:
+        v itself.
+
+    Example:
+        >>> require_vector(torch.ones(3), "d", size=3)
+        tensor([1., 1., 1.])
+        >>> require_vector(torch.ones(2), "d", "demo", size=3)
+        Traceback (most recent call last):
+        ...
+        ValueError: demo: parameter 'd' = tensor([1., 1.]) is not allowed: expected a vector of 3 entries (got 2)
+    """
+    if not isinstance(v, torch.Tensor) or not (v.is_floating_point() or v.is_complex()):
+        what = f"a {v.dtype} tensor" if isinstance(v, torch.Tensor) else type(v).__name__
+        raise TypeError(not_allowed(name, v, f"a floating-point torch.Tensor (got {what})", where))
+    if v.ndim != 1 or (size is not None and v.numel() != size) or v.numel() == 0:
+        want = f"a vector of {size} entries" if size is not None else "a non-empty vector"
+        raise ValueError(not_allowed(name, v, f"{want} (got shape {tuple(v.shape)})" if v.ndim != 1
+                                     else f"{want} (got {v.numel()})", where))
+    if finite:
+        bad, n = _count_bad(v)
+        if bad:
+            raise NonFiniteError(not_allowed(name, v, f"finite entries ({bad} of {n} are NaN or inf)", where))
+    if nonzero and not bool(v.detach().ne(0).any()):
+        raise ValueError(not_allowed(name, v, "a non-zero vector", where))
+    return v
 
 
 # Modules whose forward depends on train/eval mode.

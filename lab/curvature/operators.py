@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch.func import grad, jvp, linearize
 
-from lab.checks import NonFiniteError, require_finite
+from lab.checks import NonFiniteError, not_allowed, require_finite, require_int, require_real, require_vector
 
 __all__ = ["LossFn", "LinearOperator", "HessianOperator", "WeightedSum", "DenseOperator", "hvp", "hvp_operator",
            "directional_curvature", "minibatch_hvp_operator", "dataloader_hvp_operator", "dense_hessian",
@@ -45,6 +45,10 @@ def hvp(loss_fn: LossFn, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         >>> hvp(lambda t: (t ** 2).sum(), torch.ones(3), torch.tensor([1.0, 0.0, 2.0]))
         tensor([2., 0., 4.])
     """
+    _require_theta(theta, "lab.curvature.hvp")
+    require_vector(v, "v", "lab.curvature.hvp", size=theta.numel(), finite=False)
+    if v.shape != theta.shape:
+        v = v.reshape(theta.shape)
     return jvp(grad(loss_fn), (theta,), (v.to(theta.dtype),))[1]
 
 
@@ -64,7 +68,18 @@ def directional_curvature(loss_fn: LossFn, theta: torch.Tensor, d: torch.Tensor)
         >>> directional_curvature(lambda t: 3 * t[0] ** 2 + t[1] ** 2, torch.zeros(2), torch.tensor([1.0, 0.0]))
         6.0
     """
+    require_vector(d, "d", "lab.curvature.directional_curvature", size=theta.numel(), nonzero=True)
     return float(d @ hvp(loss_fn, theta, d) / (d @ d))
+
+
+def _require_theta(theta: torch.Tensor, where: str) -> torch.Tensor:
+    """θ when it is a non-empty, finite, floating-point tensor (any shape: it is flattened), else a named error."""
+    if not isinstance(theta, torch.Tensor) or not theta.is_floating_point():
+        what = f"a {theta.dtype} tensor" if isinstance(theta, torch.Tensor) else type(theta).__name__
+        raise TypeError(not_allowed("theta", theta, f"a floating-point torch.Tensor θ (got {what})", where))
+    if theta.numel() == 0:
+        raise ValueError(not_allowed("theta", theta, "a non-empty θ", where))
+    return require_finite(theta, "θ", where)
 
 
 class LinearOperator:
@@ -88,9 +103,43 @@ class LinearOperator:
 
     def __init__(self, matvec: Callable[[torch.Tensor], torch.Tensor] | None = None, size: int = 0,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        where = f"lab.curvature.{type(self).__name__}"
+        if matvec is not None and not callable(matvec):
+            raise TypeError(not_allowed("matvec", matvec, "a callable v (size,) ↦ A v (size,)", where))
+        if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype.is_complex):
+            raise TypeError(not_allowed("dtype", dtype, "a floating torch.dtype", where))
         self._matvec = matvec
-        self.size, self.dtype, self.device = int(size), dtype, torch.device(device)
+        self.size = require_int(size, "size", where, lo=1)
+        self.dtype, self.device = dtype, torch.device(device)
         self.count = 0
+
+    # what a non-finite product most likely means, appended to the error (subclasses say more)
+    _NONFINITE_HINT = "the operator (its matvec or matrix) produced NaN or inf"
+
+    def _check_output(self, out: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """out when it is a tensor of v's shape with finite entries, else a named error: every product of every
+        operator is checked here, once, so that no estimator turns a NaN product into a NaN result."""
+        where = f"lab.curvature.{type(self).__name__}"
+        if not isinstance(out, torch.Tensor) or out.shape != v.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"{where}: the operator's product has shape {got} for input of shape "
+                             f"{tuple(v.shape)}: a matvec must return A v, of v's shape (size = {self.size})")
+        if not bool(torch.isfinite(out).all()):
+            raise NonFiniteError(
+                f"{where}: an operator product is not finite ({int((~torch.isfinite(out)).sum())} of "
+                f"{out.numel()} entries NaN or inf; input vector finite: {bool(torch.isfinite(v).all())}): "
+                f"{self._NONFINITE_HINT}")
+        return out
+
+    def _input(self, v: torch.Tensor, name: str, cols: bool) -> torch.Tensor:
+        v = torch.as_tensor(v)
+        n = v.numel()
+        if (not cols and n != self.size) or (cols and (v.ndim > 2 or (v.shape[0] if v.ndim else 1) != self.size)):
+            want = (f"shape ({self.size},) or ({self.size}, n)" if cols else f"{self.size} entries") + \
+                " (the operator's size)"
+            raise ValueError(not_allowed(name, v, f"{want}, got shape {tuple(v.shape)}",
+                                         f"lab.curvature.{type(self).__name__}"))
+        return v.to(dtype=self.dtype, device=self.device)
 
     def _apply(self, v: torch.Tensor) -> torch.Tensor:
         if self._matvec is None:
@@ -98,9 +147,9 @@ class LinearOperator:
         return self._matvec(v)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        v = torch.as_tensor(v).to(dtype=self.dtype, device=self.device).reshape(self.size)
+        v = self._input(v, "v", cols=False).reshape(self.size)
         self.count += 1
-        return self._apply(v).detach()
+        return self._check_output(self._apply(v).detach(), v)
 
     def _apply_many(self, vs: torch.Tensor) -> torch.Tensor:
         """A·V for the columns of V (P, n), column by column; subclasses may batch them."""
@@ -118,11 +167,11 @@ class LinearOperator:
             (tensor([[1., 1., 1.],
                     [2., 2., 2.]]), 3)
         """
-        vs = torch.as_tensor(vs).to(dtype=self.dtype, device=self.device).reshape(self.size, -1)
+        vs = self._input(vs, "vs", cols=True).reshape(self.size, -1)
         self.count += vs.shape[1]
         if vs.shape[1] == 0:
             return vs.clone()
-        return self._apply_many(vs).detach()
+        return self._check_output(self._apply_many(vs).detach(), vs)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -173,10 +222,12 @@ class HessianOperator(LinearOperator):
     BATCH_MAX_P = 16_384
 
     def __init__(self, loss_fn: LossFn, theta: torch.Tensor, batched: bool | None = None, batch: int = 32):
-        require_finite(theta, "θ", "lab.curvature.HessianOperator")
+        _require_theta(theta, "lab.curvature.HessianOperator")
+        if not callable(loss_fn):
+            raise TypeError(not_allowed("loss_fn", loss_fn, "a callable θ (P,) ↦ scalar tensor",
+                                        "lab.curvature.HessianOperator"))
         super().__init__(size=theta.numel(), dtype=theta.dtype, device=theta.device)
-        if batch < 1:
-            raise ValueError(f"parameter 'batch' = {batch} is not allowed: expected batch >= 1")
+        require_int(batch, "batch", "lab.curvature.HessianOperator", lo=1)
         self.loss_fn, self.theta = loss_fn, theta.detach().reshape(-1)
         self.mode = self.MODES[0]
         self.batched = (self.device.type == "cuda" or self.size <= self.BATCH_MAX_P) if batched is None \
@@ -234,17 +285,11 @@ class HessianOperator(LinearOperator):
                 i = self.BATCH_MODES.index(self.batch_mode) + 1
                 self.batch_mode = self.BATCH_MODES[i] if i < len(self.BATCH_MODES) else None
                 continue
-            self._check_finite(out, vs)
-            return out
+            return out                  # checked for non-finite entries by LinearOperator.matmat
         return super()._apply_many(vs)
 
-    def _check_finite(self, out: torch.Tensor, v: torch.Tensor) -> None:
-        if not bool(torch.isfinite(out).all()):
-            raise NonFiniteError(
-                f"lab.curvature: a Hessian-vector product at θ is not finite "
-                f"({int((~torch.isfinite(out)).sum())} of {out.numel()} entries NaN or inf; "
-                f"input vector finite: {bool(torch.isfinite(v).all())}): the loss or its derivatives "
-                f"overflow at this θ (is the loss finite there? a diverged run?)")
+    _NONFINITE_HINT = ("a Hessian-vector product at θ is not finite: the loss or its derivatives overflow at this θ "
+                       "(is the loss finite there? a diverged run?)")
 
     def _apply(self, v: torch.Tensor) -> torch.Tensor:
         for mode in self.MODES[self.MODES.index(self.mode):]:
@@ -256,8 +301,7 @@ class HessianOperator(LinearOperator):
                 self._grad = self._leaf = None
                 continue
             self.mode = mode
-            self._check_finite(out, v)
-            return out
+            return out                  # checked for non-finite entries by LinearOperator.__call__
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -272,9 +316,17 @@ class WeightedSum(LinearOperator):
     """
 
     def __init__(self, ops: list[LinearOperator], weights: list[float]):
+        ops, weights = list(ops), list(weights)
         if not ops or len(ops) != len(weights):
-            raise ValueError(f"WeightedSum: need one weight per operator, got {len(ops)} operators, "
-                             f"{len(weights)} weights")
+            raise ValueError(f"lab.curvature.WeightedSum: parameters 'ops' and 'weights' have {len(ops)} operators "
+                             f"and {len(weights)} weights: expected one weight per operator, at least one")
+        for i, op in enumerate(ops):
+            if not isinstance(op, LinearOperator):
+                raise TypeError(not_allowed(f"ops[{i}]", op, "a LinearOperator", "lab.curvature.WeightedSum"))
+            if op.size != ops[0].size:
+                raise ValueError(not_allowed(f"ops[{i}]", op, f"an operator of size {ops[0].size} like ops[0], got "
+                                             f"{op.size}", "lab.curvature.WeightedSum"))
+        weights = [require_real(w, f"weights[{i}]", "lab.curvature.WeightedSum") for i, w in enumerate(weights)]
         super().__init__(size=ops[0].size, dtype=ops[0].dtype, device=ops[0].device)
         self.ops, self.weights = ops, list(weights)
 
@@ -306,8 +358,13 @@ class DenseOperator(LinearOperator):
     """
 
     def __init__(self, matrix: torch.Tensor):
-        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"DenseOperator: expected a square matrix, got shape {tuple(matrix.shape)}")
+        if not isinstance(matrix, torch.Tensor) or not (matrix.is_floating_point() or matrix.is_complex()):
+            raise TypeError(not_allowed("matrix", matrix, "a floating-point torch.Tensor",
+                                        "lab.curvature.DenseOperator"))
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
+            raise ValueError(f"lab.curvature.DenseOperator: parameter 'matrix' has shape {tuple(matrix.shape)}: "
+                             "expected a non-empty square matrix")
+        require_finite(matrix, "parameter 'matrix'", "lab.curvature.DenseOperator")
         super().__init__(size=matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
         self.matrix = matrix
 

@@ -11,6 +11,7 @@ from scipy.linalg import eigh_tridiagonal
 from scipy.sparse.linalg import LinearOperator as _ScipyOperator
 from scipy.sparse.linalg import eigsh
 
+from lab.checks import not_allowed, require_finite, require_int, require_real, require_vector
 from lab.curvature.operators import LinearOperator, LossFn, as_operator
 
 __all__ = ["Eigs", "WHICH", "METHODS", "top_eigs", "power_iteration", "lanczos", "slq_density", "spectral_density"]
@@ -111,22 +112,44 @@ def _basis_dtype(op: LinearOperator) -> torch.dtype:
 
 
 def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec: np.ndarray,
-                  max_steps: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray, bool]:
+                  max_steps: int, seed: int = 0) -> tuple[np.ndarray, torch.Tensor, np.ndarray, bool]:
     """Plain Lanczos with full reorthogonalisation (float64 recurrence, a basis in the operator's precision on its
     device), stopped at the first step where the k wanted Ritz pairs have residual estimates β_j·|s_ji| ≤
     tol·max(|θ_i|, ε‖T‖): (values, vectors, residual estimates, converged). One operator product per step; nothing
-    else is applied."""
+    else is applied.
+
+    A breakdown (β ≈ 0) means the Krylov space is an invariant subspace: its Ritz values are exact eigenvalues, one
+    per distinct eigenvalue the start vector touches — a Krylov space from one vector cannot hold two copies of an
+    eigenvalue. So Lanczos is restarted there with a fresh random vector orthogonal to the basis (T becomes block
+    diagonal), and, once any breakdown happened, stops only when the restarted block's top Ritz value has converged
+    and cannot enter the k wanted values: on diag(1,1,1,2,2,2,3,3,3,3) with k = 4 it returns [3, 3, 3, 3], as an
+    exhaustive method would. (Without a breakdown a repeated eigenvalue is found once, as by any single-vector
+    Krylov method; rounding usually reveals a copy later.)"""
     p = op.size
     steps = min(max_steps, p)
     basis = _Basis(p, op.device, _basis_dtype(op))   # grows as needed: memory ~ the steps taken × P
+    sign = 1.0 if which == "LA" else -1.0
+    rng = np.random.default_rng([seed, 31])          # restart vectors
     q = torch.from_numpy(start_vec).to(device=op.device, dtype=torch.float64)
     q = q / torch.linalg.vector_norm(q)
     q_prev = None
     basis.append(q)
+    offset = 0                                       # where the current block starts in the basis
+    done: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []   # finished blocks: (offset, ritz, s, res)
     alpha: list[float] = []
     beta: list[float] = []
     eps = float(np.finfo(np.float64).eps)
-    for j in range(steps):
+    scale = 0.0
+
+    def result(vals, res, src, order, converged):
+        coef = torch.zeros(basis.n, len(order), dtype=torch.float64)
+        for c, i in enumerate(order):
+            off, s_blk, col = src[i]
+            coef[off:off + s_blk.shape[0], c] = torch.from_numpy(np.ascontiguousarray(s_blk[:, col]))
+        vectors = basis.combine(coef.to(op.device))
+        return vals[order], vectors, res[order], converged
+
+    for m in range(1, steps + 1):
         w = op(q).to(torch.float64, copy=True)    # ours to change in place (an operator may return its input)
         a = float(q @ w)
         alpha.append(a)
@@ -135,20 +158,42 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
             w.sub_(q_prev, alpha=beta[-1])
         w = basis.orthogonalize(w)             # full reorthogonalisation
         b = float(torch.linalg.vector_norm(w))
-        m = j + 1
-        if m >= k:
-            ritz, s = (eigh_tridiagonal(np.asarray(alpha), np.asarray(beta)) if m > 1
-                       else (np.asarray(alpha), np.ones((1, 1))))
-            idx = np.argsort(ritz)[::-1][:k] if which == "LA" else np.argsort(ritz)[:k]
-            scale = max(float(np.abs(ritz).max()), 1e-300)
-            res = b * np.abs(s[-1, idx])
-            ok = res <= tol * np.maximum(np.abs(ritz[idx]), 100 * eps * scale)
-            if ok.all() or b <= 100 * eps * scale or m == steps:
-                converged = bool(ok.all() or b <= 100 * eps * scale)
-                vectors = basis.combine(torch.from_numpy(s[:, idx]).to(device=op.device, dtype=torch.float64))
-                return ritz[idx], vectors, res, converged
-        beta.append(b)
-        q_prev, q = q, w.div_(b)
+        ritz, s = (eigh_tridiagonal(np.asarray(alpha), np.asarray(beta)) if len(alpha) > 1
+                   else (np.asarray(alpha), np.ones((1, 1))))
+        scale = max(scale, float(np.abs(ritz).max()))
+        broke = b <= 100 * eps * scale
+        res_blk = b * np.abs(s[-1, :])
+        vals = np.concatenate([*(d[1] for d in done), ritz])
+        res = np.concatenate([*(d[3] for d in done), res_blk])
+        src = [(d[0], d[2], j) for d in done for j in range(len(d[1]))] + [(offset, s, j) for j in range(len(ritz))]
+        order = np.argsort(-sign * vals, kind="stable")[:k]
+        floor = 100 * eps * max(scale, 1e-300)
+        ok = res[order] <= tol * np.maximum(np.abs(vals[order]), floor)
+        if len(vals) >= k and ok.all():
+            if not done and not broke:
+                return result(vals, res, src, order, True)
+            top = int(np.argmax(sign * ritz))
+            kth = sign * float(vals[order[-1]])
+            if done and res_blk[top] <= tol * max(abs(ritz[top]), floor) and \
+                    sign * ritz[top] <= kth + tol * max(abs(kth), floor):
+                return result(vals, res, src, order, True)   # the restarted block cannot add a wanted value
+        if m == steps:
+            return result(vals, res, src, order, bool(len(vals) >= k and ok.all()))
+        if broke:                              # an invariant subspace: restart orthogonally to it
+            done.append((offset, ritz, s, res_blk))
+            r = torch.from_numpy(rng.standard_normal(p)).to(device=op.device, dtype=torch.float64)
+            r = basis.orthogonalize(basis.orthogonalize(r / torch.linalg.vector_norm(r)))
+            nr = float(torch.linalg.vector_norm(r))
+            if nr <= np.sqrt(float(torch.finfo(basis.dtype).eps)):    # the basis spans everything: all exact
+                done_vals = np.concatenate([d[1] for d in done])
+                order = np.argsort(-sign * done_vals, kind="stable")[:k]
+                res = np.concatenate([d[3] for d in done])
+                src = [(d[0], d[2], j) for d in done for j in range(len(d[1]))]
+                return result(done_vals, res, src, order, len(done_vals) >= k)
+            offset, alpha, beta, q_prev, q = basis.n, [], [], None, r / nr
+        else:
+            beta.append(b)
+            q_prev, q = q, w.div_(b)
         basis.append(q)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -196,21 +241,33 @@ def top_eigs(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None = N
                          f"algebraic); largest magnitude is not offered, as it mixes the two ends of the spectrum")
     if method not in METHODS:
         raise ValueError(f"parameter 'method' = {method!r} is not allowed: expected one of {METHODS}")
-    op = as_operator(op_or_loss, theta, "lab.curvature.top_eigs")
+    where = "lab.curvature.top_eigs"
+    op = as_operator(op_or_loss, theta, where)
     p = op.size
-    if not 1 <= k < p:
-        raise ValueError(f"parameter 'k' = {k} is not allowed: expected 1 <= k < P = {p} (use dense_hessian for all)")
-    if not tol > 0:
-        raise ValueError(f"parameter 'tol' = {tol} is not allowed: expected tol > 0")
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and not 1 <= k < p:
+        raise ValueError(f"{where}: parameter 'k' = {k} is not allowed: expected 1 <= k < P = {p} (use "
+                         "dense_hessian for all)")
+    k = require_int(k, "k", where, lo=1, hi=p - 1)
+    tol = require_real(tol, "tol", where, lo=0, lo_open=True)
+    seed = require_int(seed, "seed", where, lo=0)
+    if ncv is not None:
+        ncv = require_int(ncv, "ncv", where, lo=1)
+    if max_steps is not None:
+        max_steps = require_int(max_steps, "max_steps", where, lo=k)
     start = op.count
-    start_vec = (np.random.default_rng(seed).standard_normal(p) if v0 is None
-                 else np.asarray(torch.as_tensor(v0).detach().double().cpu()).reshape(-1))
-    if start_vec.shape != (p,) or not np.any(start_vec) or not np.all(np.isfinite(start_vec)):
-        raise ValueError(f"parameter 'v0' must be a finite non-zero vector of length P = {p}")
+    if v0 is None:
+        start_vec = np.random.default_rng(seed).standard_normal(p)
+    else:
+        try:
+            v0t = torch.as_tensor(v0).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(not_allowed("v0", v0, f"a vector of P = {p} numbers ({err})", where)) from None
+        require_vector(v0t, "v0", where, size=p, nonzero=True)
+        start_vec = v0t.numpy().copy()
     if method == "lanczos":
         steps = max_steps if max_steps is not None else min(p, max(300, 30 * k))
         with _one_blas_thread():
-            vals, vecs, res, converged = _lanczos_eigs(op, k, which, tol, start_vec, steps)
+            vals, vecs, res, converged = _lanczos_eigs(op, k, which, tol, start_vec, steps, seed)
         if not converged:
             warnings.warn(f"lab.curvature.top_eigs: {k} {which} eigenpairs not converged to tol={tol:g} in {steps} "
                           f"products (residuals {np.array2string(res, precision=2)}); raise max_steps or tol",
@@ -261,12 +318,12 @@ def power_iteration(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | N
         >>> round(float(power_iteration(op, iters=200).values[0]), 6)
         -4.0
     """
-    op = as_operator(op_or_loss, theta, "lab.curvature.power_iteration")
+    where = "lab.curvature.power_iteration"
+    op = as_operator(op_or_loss, theta, where)
     p = op.size
-    if not 1 <= k <= p:
-        raise ValueError(f"parameter 'k' = {k} is not allowed: expected 1 <= k <= P = {p}")
-    if iters < 1:
-        raise ValueError(f"parameter 'iters' = {iters} is not allowed: expected iters >= 1")
+    k = require_int(k, "k", where, lo=1, hi=p)
+    iters = require_int(iters, "iters", where, lo=1)
+    seed = require_int(seed, "seed", where, lo=0)
     start = op.count
     gen = torch.Generator().manual_seed(seed)
     found: list[torch.Tensor] = []
@@ -304,8 +361,8 @@ def lanczos(op: LinearOperator, q0: torch.Tensor, m: int) -> tuple[np.ndarray, n
 
     Args:
         op: the operator (products in its dtype).
-        q0: unit start vector, shape (P,), float64, on the operator's device.
-        m: the number of steps (at most P); stops early at breakdown.
+        q0: start vector, shape (P,), finite and non-zero, on the operator's device (normalised here).
+        m: the number of steps, >= 1 (at most P); stops early at breakdown.
 
     Returns:
         (alpha, beta): the tridiagonal's diagonal (j,) and off-diagonal (j − 1,), float64.
@@ -317,10 +374,16 @@ def lanczos(op: LinearOperator, q0: torch.Tensor, m: int) -> tuple[np.ndarray, n
         >>> a.tolist(), b.tolist()          # breakdown at once: q0 is an eigenvector
         ([1.0], [])
     """
+    where = "lab.curvature.lanczos"
+    if not isinstance(op, LinearOperator):
+        raise TypeError(not_allowed("op", op, "a lab.curvature.LinearOperator", where))
+    m = require_int(m, "m", where, lo=1)
+    require_vector(q0, "q0", where, size=op.size, nonzero=True)
     p = q0.numel()
     steps = min(m, p)
     basis = _Basis(p, q0.device, _basis_dtype(op))
     q, q_prev = q0.to(torch.float64), None
+    q = q / torch.linalg.vector_norm(q)            # a unit vector, whatever the caller's scale
     basis.append(q)
     alpha: list[float] = []
     beta: list[float] = []
@@ -369,9 +432,11 @@ def slq_density(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None 
     """
     from lab.curvature.trace import _rademacher
 
-    if n_runs < 1 or m < 1:
-        raise ValueError(f"parameters 'n_runs' = {n_runs}, 'm' = {m} are not allowed: expected both >= 1")
-    op = as_operator(op_or_loss, theta, "lab.curvature.slq_density")
+    where = "lab.curvature.slq_density"
+    n_runs = require_int(n_runs, "n_runs", where, lo=1)
+    m = require_int(m, "m", where, lo=1)
+    seed = require_int(seed, "seed", where, lo=0)
+    op = as_operator(op_or_loss, theta, where)
     p = op.size
     gen = torch.Generator().manual_seed(seed)
     nodes = np.zeros((n_runs, m))
@@ -404,10 +469,19 @@ def spectral_density(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, s
         >>> round(float(spectral_density(np.array([0.0]), np.array([1.0]), grid, 0.5).sum() * 0.005), 4)
         1.0
     """
-    if not sigma > 0:
-        raise ValueError(f"parameter 'sigma' = {sigma} is not allowed: expected sigma > 0")
+    where = "lab.curvature.spectral_density"
+    sigma = require_real(sigma, "sigma", where, lo=0, lo_open=True)
     t = np.asarray(grid, dtype=np.float64)
-    x, w = np.asarray(nodes, dtype=np.float64).ravel(), np.asarray(weights, dtype=np.float64).ravel()
+    x, w = np.asarray(nodes, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    if x.shape != w.shape:
+        raise ValueError(f"{where}: parameters 'nodes' and 'weights' have shapes {x.shape} and {w.shape}: expected "
+                         "the same shape (as slq_density returns them)")
+    for name, v in (("nodes", x), ("weights", w), ("grid", t)):
+        require_finite(v, f"parameter '{name}'", where)
+    if np.any(w < 0):
+        raise ValueError(f"{where}: parameter 'weights' has {int(np.sum(w < 0))} negative entries: expected weights "
+                         ">= 0")
+    x, w = x.ravel(), w.ravel()
     keep = w > 0
     x, w = x[keep], w[keep]
     out = np.zeros(t.shape, dtype=np.float64)

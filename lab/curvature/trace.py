@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lab.checks import require_int
 from lab.curvature.operators import LinearOperator, LossFn, as_operator
 
 __all__ = ["hutchinson_trace", "hutchpp_trace", "xtrace"]
@@ -46,8 +47,8 @@ def hutchinson_trace(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | 
         >>> est, se                       # a diagonal operator: every Rademacher probe gives the trace exactly
         (6.0, 0.0)
     """
-    if n < 2:
-        raise ValueError(f"parameter 'n' = {n} is not allowed: expected n >= 2 (for a standard error)")
+    n = require_int(n, "n", "lab.curvature.hutchinson_trace", lo=2)          # >= 2 for a standard error
+    seed = require_int(seed, "seed", "lab.curvature.hutchinson_trace", lo=0)
     op = as_operator(op_or_loss, theta, "lab.curvature.hutchinson_trace")
     z = _rademacher(op.size, n, torch.Generator().manual_seed(seed)).to(op.device)
     return _mean_se(_cols(z, op.matmat(z).to(torch.float64)).tolist())
@@ -75,8 +76,8 @@ def hutchpp_trace(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | Non
         >>> round(est, 8)                 # rank 2 <= the 3 sketch columns: exact
         6.0
     """
-    if n < 4:
-        raise ValueError(f"parameter 'n' = {n} is not allowed: expected n >= 4 (n // 3 sketch columns, >= 2 probes)")
+    n = require_int(n, "n", "lab.curvature.hutchpp_trace", lo=4)      # n // 3 sketch columns, >= 2 probes
+    seed = require_int(seed, "seed", "lab.curvature.hutchpp_trace", lo=0)
     op = as_operator(op_or_loss, theta, "lab.curvature.hutchpp_trace")
     p = op.size
     gen = torch.Generator().manual_seed(seed)
@@ -117,8 +118,8 @@ def xtrace(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None = Non
         >>> round(est, 8)                 # rank 3 < the 4 sketch vectors: exact
         6.5
     """
-    if n < 4:
-        raise ValueError(f"parameter 'n' = {n} is not allowed: expected n >= 4 (n // 2 >= 2 sketch vectors)")
+    n = require_int(n, "n", "lab.curvature.xtrace", lo=4)             # n // 2 >= 2 sketch vectors
+    seed = require_int(seed, "seed", "lab.curvature.xtrace", lo=0)
     op = as_operator(op_or_loss, theta, "lab.curvature.xtrace")
     p = op.size
     m = min(n // 2, p - 1) if p > 2 else 1

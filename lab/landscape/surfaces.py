@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lab.checks import require_finite
+from lab.checks import not_allowed, require_finite, require_vector
 
 __all__ = ["Surface", "METHODS", "line", "plane", "nonconvex_fraction"]
 
@@ -123,6 +123,19 @@ class _FirstAffine:
         return self.crit(functional_call(self.rest, params, (z,)), self.y)
 
 
+def _grid(values, name: str, where: str) -> np.ndarray:
+    """A non-empty, finite 1-D array of coordinates (float64), else a named error."""
+    try:
+        g = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(not_allowed(name, values, "a 1-D array of numbers", where)) from None
+    if g.ndim != 1 or g.size == 0:
+        raise ValueError(not_allowed(name, values, f"a non-empty 1-D array of coordinates (got shape {g.shape})",
+                                     where))
+    require_finite(g, f"parameter '{name}'", where)
+    return g
+
+
 def _evaluate(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, dirs: list[torch.Tensor],
               coeffs: np.ndarray, dtype: torch.dtype, chunk_size: int | None, method: str, where: str) -> np.ndarray:
     """The loss at θ + Σ_k coeffs[i, k]·d_k for every row i: float64 (n,)."""
@@ -131,9 +144,25 @@ def _evaluate(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tens
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"parameter 'chunk_size' = {chunk_size!r} is not allowed: expected an integer >= 1 or None "
                          "(1 on a CPU, 64 on a GPU)")
-    for name, v in (("θ", theta), *((f"d{k + 1}" if len(dirs) > 1 else "the direction", d)
-                                     for k, d in enumerate(dirs))):
-        require_finite(v, name, where)
+    if not callable(loss_fn):
+        raise TypeError(not_allowed("loss_fn", loss_fn, "a callable θ (P,) ↦ scalar tensor", where))
+    require_vector(theta, "theta", where)
+    p = theta.numel()
+    parts = getattr(loss_fn, "parts", None)
+    spec = getattr(parts, "spec", None)
+    if spec is not None and getattr(spec, "size", p) != p:
+        raise ValueError(not_allowed("theta", theta, f"the model's {spec.size} parameters (got {p} entries)", where))
+    names = ["d1", "d2"] if len(dirs) > 1 else ["d"]
+    for name, d in zip(names, dirs, strict=True):
+        require_vector(d, name, where, size=p, nonzero=True)
+        if d.device != theta.device:
+            raise ValueError(not_allowed(name, d, f"a tensor on θ's device {theta.device} (got {d.device})", where))
+    if len(dirs) == 2:
+        d1, d2 = (d.detach().double() for d in dirs)
+        n1, n2, c = float(d1 @ d1), float(d2 @ d2), float(d1 @ d2)
+        if n1 * n2 - c * c <= 1e-12 * n1 * n2:
+            raise ValueError(f"{where}: parameters 'd1' and 'd2' are parallel (cosine {c / (n1 * n2) ** 0.5:.6g}): "
+                             "a plane needs two linearly independent directions")
     affine = _FirstAffine.applies(loss_fn)
     if method == "affine" and not affine:
         raise ValueError(f"{where}: method='affine' needs a loss from lab.flat.make_loss_fn whose model is an "
@@ -192,7 +221,7 @@ def line(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, d
         >>> line(lambda p: (p * p).sum(), theta, d, np.array([0.0, 1.0, 2.0])).tolist()
         [1.0, 2.0, 5.0]
     """
-    tt = np.asarray(t, dtype=float).reshape(-1, 1)
+    tt = _grid(t, "t", "lab.landscape.line").reshape(-1, 1)
     vals = _evaluate(loss_fn, theta, [d], tt, theta.dtype, chunk_size, method, "lab.landscape.line")
     return require_finite(vals, "the losses along the line", "lab.landscape.line", _HINT)
 
@@ -239,7 +268,8 @@ def plane(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, 
         >>> s.loss.tolist()                                  # rows: b; columns: a
         [[1.0, 0.0, 1.0], [2.0, 1.0, 2.0]]
     """
-    aa, bb = np.meshgrid(np.asarray(a, dtype=float), np.asarray(b, dtype=float))
+    a, b = _grid(a, "a", "lab.landscape.plane"), _grid(b, "b", "lab.landscape.plane")
+    aa, bb = np.meshgrid(a, b)
     coeffs = np.stack([aa.reshape(-1), bb.reshape(-1)], axis=1)
     vals = _evaluate(loss_fn, theta, [d1, d2], coeffs, dtype or theta.dtype, chunk_size, method,
                      "lab.landscape.plane")
@@ -250,18 +280,19 @@ def plane(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, 
 def nonconvex_fraction(surf: Surface) -> float:
     """Share of interior grid points where the surface's 2D second-difference Hessian has a negative eigenvalue.
 
-    The Hessian of the loss restricted to the plane is estimated by central second differences on the grid
-    (assumed evenly spaced), and its smaller eigenvalue is tested at every interior point.
+    The Hessian of the loss restricted to the plane is estimated by central second differences on the grid (with
+    each point's own spacings on an uneven grid), and its smaller eigenvalue is tested at every interior point.
 
     Args:
-        surf: a Surface with at least 3 × 3 points and finite losses.
+        surf: a Surface with at least 3 × 3 points, strictly monotone coordinates and finite losses of shape
+            (len(b), len(a)).
 
     Returns:
         The fraction of the (nb − 2)·(na − 2) interior points that are locally non-convex, a float in [0, 1].
 
     Raises:
         lab.checks.NonFiniteError: the surface has a non-finite loss.
-        ValueError: the grid is smaller than 3 × 3.
+        ValueError: the grid is smaller than 3 × 3, its coordinates repeat, or the loss has the wrong shape.
 
     Example:
         >>> import numpy as np
@@ -271,13 +302,33 @@ def nonconvex_fraction(surf: Surface) -> float:
         >>> nonconvex_fraction(Surface(a, b, saddle)), nonconvex_fraction(Surface(a, b, bowl))
         (1.0, 0.0)
     """
-    require_finite(surf.loss, "the surface's losses", "lab.landscape.nonconvex_fraction")
-    if surf.loss.shape[0] < 3 or surf.loss.shape[1] < 3:
-        raise ValueError(f"lab.landscape.nonconvex_fraction: the surface is {surf.loss.shape}; a second difference "
-                         "needs at least 3 × 3 points")
-    loss, da, db = surf.loss, surf.a[1] - surf.a[0], surf.b[1] - surf.b[0]
-    h11 = (loss[1:-1, 2:] - 2 * loss[1:-1, 1:-1] + loss[1:-1, :-2]) / da**2
-    h22 = (loss[2:, 1:-1] - 2 * loss[1:-1, 1:-1] + loss[:-2, 1:-1]) / db**2
-    h12 = (loss[2:, 2:] - loss[2:, :-2] - loss[:-2, 2:] + loss[:-2, :-2]) / (4 * da * db)
+    where = "lab.landscape.nonconvex_fraction"
+    if not isinstance(surf, Surface):
+        raise TypeError(not_allowed("surf", surf, "a lab.landscape.Surface", where))
+    a, b = _grid(surf.a, "surf.a", where), _grid(surf.b, "surf.b", where)
+    loss = np.asarray(surf.loss, dtype=np.float64)
+    if loss.shape != (len(b), len(a)):
+        raise ValueError(f"{where}: parameter 'surf' has loss of shape {loss.shape} for {len(a)} a and {len(b)} b "
+                         f"coordinates: expected (len(b), len(a)) = ({len(b)}, {len(a)})")
+    require_finite(loss, "the surface's losses", where)
+    if loss.shape[0] < 3 or loss.shape[1] < 3:
+        raise ValueError(f"{where}: parameter 'surf' is {loss.shape}; a second difference needs at least 3 × 3 points")
+    for name, g in (("surf.a", a), ("surf.b", b)):
+        step = np.diff(g)
+        if not (np.all(step > 0) or np.all(step < 0)):
+            raise ValueError(not_allowed(name, g, "strictly increasing or decreasing coordinates", where))
+    even_a, even_b = (bool(np.allclose(np.diff(g), g[1] - g[0], rtol=1e-6, atol=0)) for g in (a, b))
+    if even_a and even_b:
+        da, db = a[1] - a[0], b[1] - b[0]
+        h11 = (loss[1:-1, 2:] - 2 * loss[1:-1, 1:-1] + loss[1:-1, :-2]) / da**2
+        h22 = (loss[2:, 1:-1] - 2 * loss[1:-1, 1:-1] + loss[:-2, 1:-1]) / db**2
+        h12 = (loss[2:, 2:] - loss[2:, :-2] - loss[:-2, 2:] + loss[:-2, :-2]) / (4 * da * db)
+    else:  # an uneven grid: second differences with the spacing on each side of every point
+        hp, hm = (a[2:] - a[1:-1])[None, :], (a[1:-1] - a[:-2])[None, :]
+        kp, km = (b[2:] - b[1:-1])[:, None], (b[1:-1] - b[:-2])[:, None]
+        c = loss[1:-1, 1:-1]
+        h11 = 2 * (hm * loss[1:-1, 2:] - (hp + hm) * c + hp * loss[1:-1, :-2]) / (hp * hm * (hp + hm))
+        h22 = 2 * (km * loss[2:, 1:-1] - (kp + km) * c + kp * loss[:-2, 1:-1]) / (kp * km * (kp + km))
+        h12 = (loss[2:, 2:] - loss[2:, :-2] - loss[:-2, 2:] + loss[:-2, :-2]) / ((hp + hm) * (kp + km))
     lam_min = (h11 + h22) / 2 - np.sqrt(((h11 - h22) / 2) ** 2 + h12**2)
     return float(np.mean(lam_min < 0))
