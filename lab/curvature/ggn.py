@@ -51,6 +51,14 @@ class LossProblem:
         crit: (outputs, targets) ↦ scalar mean loss.
         model: the module (hooks on its submodules see the forward: `lab.curvature.activations`).
         spec: the flat layout of θ.
+
+    Example:
+        >>> import torch
+        >>> from lab.flat import make_loss_fn
+        >>> f, theta, _ = make_loss_fn(torch.nn.Linear(2, 1), torch.ones(3, 2), torch.zeros(3, 1), loss="mse")
+        >>> p = unpack_loss(f, theta.double())
+        >>> p.x.dtype, p.spec.names
+        (torch.float64, ('weight', 'bias'))
     """
 
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -145,7 +153,16 @@ class GGNOperator(LinearOperator):
             self._gout = torch.autograd.grad(crit(self._out, y), self._out, create_graph=True)[0]
 
     def output_hvp(self, u: torch.Tensor, batched: bool = False) -> torch.Tensor:
-        """H_out·u for u of the outputs' shape (a leading batch dimension when batched)."""
+        """H_out·u for u of the outputs' shape (a leading batch dimension when batched): the loss's Hessian in
+        output space, e.g. (diag p − p pᵀ)/n per sample for cross-entropy.
+
+        Example:
+            >>> import torch
+            >>> op = GGNOperator(lambda t, x: x * t, torch.ones(2), torch.ones(2), torch.zeros(2),
+            ...                  lambda o, y: (o ** 3).sum())
+            >>> op.output_hvp(torch.ones(2))                          # 6·o at o = (1, 1)
+            tensor([6., 6.])
+        """
         if not self._gout.requires_grad:                  # a criterion linear in the outputs: H_out = 0
             return torch.zeros_like(u)
         with torch.enable_grad():
@@ -421,7 +438,15 @@ class BlockOperator(LinearOperator):
         return self._apply(v).detach()
 
     def matmat(self, vs: torch.Tensor) -> torch.Tensor:
-        """A_block·V for V of shape (len(cols), n): (len(rows), n)."""
+        """A_block·V for V of shape (len(cols), n): (len(rows), n).
+
+        Example:
+            >>> import torch
+            >>> a = DenseOperator(torch.arange(9.0).reshape(3, 3))
+            >>> BlockOperator(a, torch.tensor([0, 1]), torch.tensor([2])).matmat(torch.ones(1, 2))
+            tensor([[2., 2.],
+                    [5., 5.]])
+        """
         if self.out_size == self.size and torch.equal(self.rows, self.cols):
             return super().matmat(vs)
         vs = self._rect_input(vs, cols=True).reshape(self.size, -1)
@@ -571,6 +596,12 @@ class StackPCA:
         singular_values: (k,).
         explained_variance_ratio: each component's share of the total squared deviation, (k,).
         scores: each matrix's coordinates on the components, (m, k).
+
+    Example:
+        >>> import numpy as np
+        >>> pca = stack_pca(np.stack([np.eye(2), -np.eye(2)]))
+        >>> pca.mean.tolist(), pca.scores.shape
+        ([[0.0, 0.0], [0.0, 0.0]], (2, 2))
     """
 
     mean: np.ndarray

