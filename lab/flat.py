@@ -203,7 +203,7 @@ def unflatten(theta: torch.Tensor, spec: FlatSpec) -> dict[str, torch.Tensor]:
     """Views of a flat vector shaped as the model's named parameters."""
     if theta.shape[-1] != spec.size:
         raise ValueError(f"theta has {theta.shape[-1]} entries, the model has {spec.size} parameters")
-    return {n: theta[..., s].reshape(*theta.shape[:-1], *shape)
+    return {n: theta[..., s].reshape((*theta.shape[:-1], *shape))  # a 0-d parameter: shape ()
             for (n, s), shape in zip(spec.slices().items(), spec.shapes, strict=True)}
 
 

@@ -454,3 +454,23 @@ def test_tied_weights_appear_once_and_stay_tied() -> None:
         ref[2].weight.copy_(t2.reshape(6, 4))                           # both uses moved by θ
         want = nn.functional.cross_entropy(ref(ids).reshape(-1, 6), ids.reshape(-1))
     torch.testing.assert_close(f(t2), want, rtol=1e-14, atol=0)
+
+
+def test_zero_dimensional_parameters() -> None:
+    """A 0-d parameter (a temperature) unflattens to shape () and takes part in the loss."""
+
+    class Tempered(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.temp = nn.Linear(5, 3), nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x) / self.temp
+
+    m = Tempered().double()
+    x, y = _xy()
+    f, theta, spec = make_loss_fn(m, x, y)
+    assert unflatten(theta, spec)["temp"].shape == () and unflatten(theta[None], spec)["temp"].shape == (1,)
+    with torch.no_grad():
+        torch.testing.assert_close(f(theta), nn.functional.cross_entropy(m(x), y), rtol=1e-14, atol=0)
+    assert grad(f)(theta)[-1] != 0

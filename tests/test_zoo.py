@@ -309,3 +309,37 @@ def test_zoo_dense_hessian(name: str) -> None:
     """lab.curvature.dense_hessian against torch.autograd.functional.hessian."""
     *_, f, theta, _, h = _build(name)
     torch.testing.assert_close(dense_hessian(f, theta), h, rtol=1e-9, atol=1e-11)
+
+
+def test_filter_normalization_of_embeddings_norms_attention_and_rnns() -> None:
+    """Filter normalization beyond Linear and Conv (lab.landscape.directions.filter_normalized's definition): rows
+    of embeddings (tied or not), attention's in_proj_weight and RNN weights are filters; norm scales, 0-d
+    parameters are normalized as a whole; norm shifts and RNN biases are biases."""
+    from lab.flat import flatten
+
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm, self.gru = TinyLM(), nn.GRU(3, 4)
+            self.attn, self.temp = nn.MultiheadAttention(4, 2), nn.Parameter(torch.tensor(2.0))
+
+    torch.manual_seed(0)
+    theta, spec = flatten(Odd().double())
+    for bias in ("zero", "filter"):
+        d = unflatten(D.filter_normalized(theta, spec, torch.Generator().manual_seed(0), bias=bias), spec)
+        t = unflatten(theta, spec)
+        rows = {"lm.emb.weight": None, "lm.pos": None, "gru.weight_hh_l0": "gru.bias_hh_l0",
+                "gru.weight_ih_l0": "gru.bias_ih_l0", "attn.in_proj_weight": "attn.in_proj_bias",
+                "attn.out_proj.weight": "attn.out_proj.bias", "lm.qkv.weight": "lm.qkv.bias"}
+        for w, b in rows.items():
+            if bias == "filter" and b is not None:
+                dw, tw = torch.cat([d[w], d[b][:, None]], 1), torch.cat([t[w], t[b][:, None]], 1)
+            else:
+                dw, tw = d[w], t[w]
+            torch.testing.assert_close(dw.norm(dim=1), tw.norm(dim=1), rtol=1e-12, atol=0)
+        for whole in ("lm.ln.weight", "temp"):
+            torch.testing.assert_close(d[whole].norm(), t[whole].norm(), rtol=1e-12, atol=0)
+        if bias == "zero":
+            for b in ("lm.ln.bias", "lm.qkv.bias", "gru.bias_ih_l0", "gru.bias_hh_l0", "attn.in_proj_bias"):
+                assert bool((d[b] == 0).all()), b
+        assert "lm.head.weight" not in spec.names                     # the tied head: the embedding's rows

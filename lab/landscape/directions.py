@@ -21,6 +21,12 @@ def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / n
 
 
+def _is_bias(name: str) -> bool:
+    """A bias by name: the last component starts or ends with "bias" ("0.bias", "in_proj_bias", "bias_ih_l0")."""
+    last = name.rpartition(".")[2]
+    return last.startswith("bias") or last.endswith("bias")
+
+
 def gaussian(theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A Gaussian random direction of unit norm (float64).
 
@@ -55,8 +61,15 @@ def filter_normalized(theta: torch.Tensor, spec: FlatSpec, generator: torch.Gene
     are normalized as a whole. The result is not unit-norm: its norm is close to ‖weights of θ‖. Only bias='zero'
     makes the direction exactly invariant to ReLU rescalings (layer·α, next layer·1/α).
 
-    Parameters are recognised by name: entries ending in "bias" are biases, and "<layer>.weight" pairs with
-    "<layer>.bias".
+    Parameters are recognised by name: a parameter whose last name component starts or ends with "bias" is a bias
+    ("bias", "in_proj_bias", an RNN's "bias_ih_l0"), and a weight pairs with the bias named by replacing "weight"
+    with "bias" in that component ("<layer>.weight" with "<layer>.bias", "in_proj_weight" with "in_proj_bias",
+    "weight_hh_l0" with "bias_hh_l0"). For the layers beyond Linear and Conv, a filter is a row of the parameter's
+    first dimension: one token's vector of an nn.Embedding weight (V, D) (also for an embedding tied to an output
+    head, where that row is also the head's output neuron: one parameter, one definition), one position of a
+    learned positional table (T, D), one q/k/v unit of attention's in_proj_weight (3E, E), one gate unit of an RNN's
+    weight_ih_l0 (gates·H, in). 0-d and 1-D parameters that are not biases (LayerNorm and BatchNorm scales, a
+    temperature) are normalized as a whole; LayerNorm and BatchNorm shifts are biases.
 
     Args:
         theta: flat parameters, shape (P,), any floating dtype and device (read in float64 on the CPU).
@@ -90,13 +103,14 @@ def filter_normalized(theta: torch.Tensor, spec: FlatSpec, generator: torch.Gene
     shapes = dict(zip(spec.names, spec.shapes, strict=True))
     for name in spec.names:
         s, shape = sl[name], shapes[name]
-        if name.endswith("bias"):
+        if _is_bias(name):
             continue
         w_t, w_d = th[s].reshape(shape), d[s].reshape(shape)
-        if len(shape) == 1:
+        if len(shape) <= 1:
             d[s] = (w_d * w_t.norm() / w_d.norm()).reshape(-1)
             continue
-        b_name = name[: -len("weight")] + "bias" if name.endswith("weight") else None
+        head, _, last = name.rpartition(".")
+        b_name = head + "." * bool(head) + last.replace("weight", "bias", 1) if "weight" in last else None
         rows_t, rows_d = w_t.reshape(shape[0], -1), w_d.reshape(shape[0], -1)
         if bias == "filter" and b_name in sl:
             bt, bd = th[sl[b_name]][:, None], d[sl[b_name]][:, None]
@@ -106,7 +120,7 @@ def filter_normalized(theta: torch.Tensor, spec: FlatSpec, generator: torch.Gene
         if bias == "filter" and b_name in sl:
             d[sl[b_name]] = scaled[:, -1]
     for name in spec.names:
-        if name.endswith("bias") and bias == "zero":
+        if _is_bias(name) and bias == "zero":
             d[sl[name]] = 0.0
     return d.to(theta.device)
 
