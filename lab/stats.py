@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from lab.checks import not_allowed, require_int, require_level
+
 __all__ = ["LEVEL", "Estimate", "t_interval", "median_interval", "bootstrap_interval", "kendall_interval", "proportion",
            "replicate_seeds"]
 
@@ -55,13 +57,21 @@ class Estimate:
     estimate is False, so a claim can never pass on missing data. ``format(e, ".2f")`` and ``str(e)`` give
     "value [low, high]" (".3g" by default).
 
+    An interval of zero width made from n >= 2 identical values is `degenerate`: identical replicates carry no
+    estimate of the spread (a seed that is not applied, a quantity that does not depend on it), so every test on
+    it is False unless the caller passes ``allow_degenerate=True`` — for a quantity known to be exact.
+
     Attributes:
         value: the statistic (mean, geometric mean, median, share, ...), a float.
         low: the interval's lower end.
         high: the interval's upper end.
         n: the number of values (replicates or measurements) it was computed from.
         method: how it was made, e.g. "t-interval of the mean".
-        level: the confidence level of [low, high] (LEVEL by default).
+        level: the confidence level of [low, high] (LEVEL by default), in (0, 1).
+        degenerate: True for a zero-width interval from n >= 2 identical values (see above).
+
+    Raises:
+        ValueError: low > high, n < 0 or a level outside (0, 1) (a finite interval must be an interval).
 
     Example:
         >>> from lab.stats import Estimate
@@ -70,6 +80,9 @@ class Estimate:
         (True, False, True, True, '1.00 [0.50, 1.50]')
         >>> Estimate(float("nan"), 0.0, 1.0, 3, "demo").above(-1.0)
         False
+        >>> same = Estimate(2.0, 2.0, 2.0, 3, "demo", degenerate=True)
+        >>> same.above(1.0), same.above(1.0, allow_degenerate=True)
+        (False, True)
     """
 
     value: float
@@ -78,58 +91,88 @@ class Estimate:
     n: int
     method: str
     level: float = LEVEL
+    degenerate: bool = False
+
+    def __post_init__(self) -> None:
+        where = "lab.stats.Estimate"
+        for name in ("value", "low", "high"):
+            x = getattr(self, name)
+            if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+                raise TypeError(not_allowed(name, x, "a number (NaN for a missing estimate)", where))
+        require_int(self.n, "n", where, lo=0)
+        require_level(self.level, where)
+        if _finite(self.low, self.high) and self.low > self.high:
+            raise ValueError(f"{where}: parameters 'low' = {self.low!r} and 'high' = {self.high!r} are not allowed: "
+                             "expected low <= high")
+
+    def _ok(self, allow_degenerate: bool) -> bool:
+        return self.finite and (allow_degenerate or not self.degenerate)
 
     @property
     def finite(self) -> bool:
         """True when value and both interval ends are finite numbers."""
         return _finite(self.value, self.low, self.high)
 
-    def above(self, threshold: float) -> bool:
-        """The whole interval lies above threshold (False when anything is NaN).
+    def above(self, threshold: float, allow_degenerate: bool = False) -> bool:
+        """The whole interval lies above threshold (False when anything is NaN, or the interval is degenerate).
 
         Args:
             threshold: the number to compare with (e.g. from theory).
+            allow_degenerate: let a degenerate interval (identical replicates) pass, for a quantity known to be exact.
 
         Returns:
             True when low > threshold and everything is finite.
         """
-        return self._record("above", (threshold,), self.finite and _finite(threshold) and self.low > threshold)
+        return self._record("above", (threshold,),
+                            self._ok(allow_degenerate) and _finite(threshold) and self.low > threshold)
 
-    def below(self, threshold: float) -> bool:
-        """The whole interval lies below threshold (False when anything is NaN).
+    def below(self, threshold: float, allow_degenerate: bool = False) -> bool:
+        """The whole interval lies below threshold (False when anything is NaN, or the interval is degenerate).
 
         Args:
             threshold: the number to compare with.
+            allow_degenerate: as for `above`.
 
         Returns:
             True when high < threshold and everything is finite.
         """
-        return self._record("below", (threshold,), self.finite and _finite(threshold) and self.high < threshold)
+        return self._record("below", (threshold,),
+                            self._ok(allow_degenerate) and _finite(threshold) and self.high < threshold)
 
-    def within(self, lo: float, hi: float) -> bool:
-        """The whole interval lies inside [lo, hi] (False when anything is NaN).
+    def within(self, lo: float, hi: float, allow_degenerate: bool = False) -> bool:
+        """The whole interval lies inside [lo, hi] (False when anything is NaN, or the interval is degenerate).
 
         Args:
             lo: lower bound of the allowed range.
-            hi: upper bound of the allowed range.
+            hi: upper bound of the allowed range, >= lo.
+            allow_degenerate: as for `above`.
 
         Returns:
             True when lo <= low and high <= hi and everything is finite.
-        """
-        return self._record("within", (lo, hi), self.finite and _finite(lo, hi) and lo <= self.low and self.high <= hi)
 
-    def excludes(self, value: float) -> bool:
-        """The interval does not contain value (False when anything is NaN: a NaN interval excludes nothing).
+        Raises:
+            ValueError: lo > hi (an empty range: the test could never pass).
+        """
+        if _finite(lo, hi) and lo > hi:
+            raise ValueError(f"lab.stats.Estimate.within: parameters 'lo' = {lo!r} and 'hi' = {hi!r} are not "
+                             "allowed: expected lo <= hi")
+        return self._record("within", (lo, hi), self._ok(allow_degenerate) and _finite(lo, hi) and lo <= self.low
+                            and self.high <= hi)
+
+    def excludes(self, value: float, allow_degenerate: bool = False) -> bool:
+        """The interval does not contain value (False when anything is NaN: a NaN interval excludes nothing; False
+        on a degenerate interval).
 
         Args:
             value: the number that should lie outside, e.g. 0 for "there is an effect" or 1 for "the ratio differs
                 from 1".
+            allow_degenerate: as for `above`.
 
         Returns:
             True when value < low or value > high and everything is finite.
         """
         return self._record("excludes", (value,),
-                            self.finite and _finite(value) and not self.low <= value <= self.high)
+                            self._ok(allow_degenerate) and _finite(value) and not self.low <= value <= self.high)
 
     def _record(self, test: str, bounds: tuple[float, ...], passed: bool) -> bool:
         """Remember a test made on this estimate (for `tests_made`, which `Claims.check` reads) and return its
@@ -182,9 +225,19 @@ class Estimate:
         return format(self, "")
 
 
-def _clean(values: Iterable[float]) -> np.ndarray:
-    a = np.asarray(list(values), dtype=np.float64).ravel()
+def _clean(values: Iterable[float], name: str = "values", where: str = "lab.stats") -> np.ndarray:
+    """The values as a flat float64 array (NaN kept: the interval functions turn it into a NaN estimate)."""
+    try:
+        items = list(values) if not isinstance(values, np.ndarray) else values
+        a = np.asarray(items, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise TypeError(not_allowed(name, values, "an iterable of numbers", where)) from None
     return a
+
+
+def _degenerate(a: np.ndarray) -> bool:
+    """n >= 2 finite values, all identical: a zero-width interval that measured no spread."""
+    return len(a) >= 2 and bool(np.all(np.isfinite(a))) and bool(np.all(a == a[0]))
 
 
 def _nan(n: int, method: str, level: float) -> Estimate:
@@ -202,14 +255,19 @@ def t_interval(values: Iterable[float], level: float = LEVEL, log: bool = False)
 
     Returns:
         An `Estimate` (method "t-interval of the mean" or "... of the geometric mean"); all NaN with fewer than 2
-        values, any non-finite value, or a value <= 0 under log.
+        values, any non-finite value, or a value <= 0 under log; `degenerate` (every test False unless allowed) when
+        all values are identical.
+
+    Raises:
+        ValueError: level outside (0, 1). TypeError: values that are not numbers.
 
     Example:
         >>> from lab.stats import t_interval
         >>> e = t_interval([1.0, 2.0, 3.0]); round(e.value, 3), round(e.low, 3), round(e.high, 3)
         (2.0, -0.484, 4.484)
     """
-    a = _clean(values)
+    level = require_level(level, "lab.stats.t_interval")
+    a = _clean(values, "values", "lab.stats.t_interval")
     method = "t-interval of the " + ("geometric mean" if log else "mean")
     n = len(a)
     if n < 2 or not np.all(np.isfinite(a)) or (log and np.any(a <= 0)):
@@ -219,8 +277,8 @@ def t_interval(values: Iterable[float], level: float = LEVEL, log: bool = False)
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * s / math.sqrt(n)
     lo, hi = m - half, m + half
     if log:
-        return Estimate(math.exp(m), math.exp(lo), math.exp(hi), n, method, level)
-    return Estimate(m, lo, hi, n, method, level)
+        return Estimate(math.exp(m), math.exp(lo), math.exp(hi), n, method, level, degenerate=_degenerate(a))
+    return Estimate(m, lo, hi, n, method, level, degenerate=_degenerate(a))
 
 
 def median_interval(values: Iterable[float], level: float = LEVEL) -> Estimate:
@@ -242,14 +300,15 @@ def median_interval(values: Iterable[float], level: float = LEVEL) -> Estimate:
         >>> e.value, e.low, e.high, median_interval([1.0, 2.0, 3.0]).finite
         (5.5, 2.0, 9.0, False)
     """
-    a = _clean(values)
+    level = require_level(level, "lab.stats.median_interval")
+    a = _clean(values, "values", "lab.stats.median_interval")
     n = len(a)
     method = "median, order-statistic interval"
     if n < 2 or not np.all(np.isfinite(a)):
         return _nan(n, method, level)
     med = float(np.median(a))
     ci = stats.quantile_test(a, q=med, p=0.5).confidence_interval(level)
-    return Estimate(med, float(ci.low), float(ci.high), n, method, level)
+    return Estimate(med, float(ci.low), float(ci.high), n, method, level, degenerate=_degenerate(a))
 
 
 def bootstrap_interval(values: Iterable[float], statistic=np.median, level: float = LEVEL, n_resamples: int = 2000,
@@ -267,7 +326,7 @@ def bootstrap_interval(values: Iterable[float], statistic=np.median, level: floa
 
     Returns:
         An `Estimate`: statistic(values) with the BCa interval; all NaN with fewer than 3 values or any non-finite
-        one; a zero-width interval when all values are equal.
+        one; a zero-width `degenerate` interval when all values are equal.
 
     Example:
         >>> import numpy as np
@@ -276,14 +335,20 @@ def bootstrap_interval(values: Iterable[float], statistic=np.median, level: floa
         >>> e.n, e.method, bool(e.low <= e.value <= e.high)
         (50, 'median, BCa bootstrap interval', True)
     """
-    a = _clean(values)
+    where = "lab.stats.bootstrap_interval"
+    level = require_level(level, where)
+    n_resamples = require_int(n_resamples, "n_resamples", where, lo=1)
+    seed = require_int(seed, "seed", where, lo=0)
+    if not callable(statistic):
+        raise TypeError(not_allowed("statistic", statistic, "a callable of a 1-D array", where))
+    a = _clean(values, "values", where)
     n = len(a)
     method = f"{getattr(statistic, '__name__', 'statistic')}, BCa bootstrap interval"
     if n < 3 or not np.all(np.isfinite(a)):
         return _nan(n, method, level)
     value = float(statistic(a))
     if np.all(a == a[0]):
-        return Estimate(value, value, value, n, method, level)
+        return Estimate(value, value, value, n, method, level, degenerate=True)
     res = stats.bootstrap((a,), statistic, confidence_level=level, n_resamples=n_resamples, method="BCa",
                           random_state=np.random.default_rng(seed))
     return Estimate(value, float(res.confidence_interval.low), float(res.confidence_interval.high), n, method, level)
@@ -315,7 +380,11 @@ def kendall_interval(x: Iterable[float], y: Iterable[float], level: float = LEVE
         >>> e.method, bool(0 < e.low < e.value < e.high <= 1)
         ("Kendall's tau-b, paired percentile bootstrap interval", True)
     """
-    a, b = _clean(x), _clean(y)
+    where = "lab.stats.kendall_interval"
+    level = require_level(level, where)
+    n_resamples = require_int(n_resamples, "n_resamples", where, lo=1)
+    seed = require_int(seed, "seed", where, lo=0)
+    a, b = _clean(x, "x", where), _clean(y, "y", where)
     if len(a) != len(b):
         raise ValueError(f"parameters 'x' and 'y' have {len(a)} and {len(b)} values: expected pairs (equal lengths)")
     method = "Kendall's tau-b, paired percentile bootstrap interval"
@@ -345,18 +414,32 @@ def proportion(successes: int | Iterable[bool], n: int | None = None, level: flo
         An `Estimate` of the share k / n in [0, 1]; all NaN when there are no replicates.
 
     Raises:
-        ValueError: (from scipy.stats.binomtest) when a count is negative or larger than n.
+        ValueError: a flag that is not True/False or 1/0 (NaN included), a count outside [0, n], n < 0, or a level
+            outside (0, 1). TypeError: a count or n that is not an integer.
 
     Example:
         >>> from lab.stats import proportion
         >>> p = proportion([True] * 8); p.value, round(p.low, 3)
         (1.0, 0.631)
     """
+    where = "lab.stats.proportion"
+    level = require_level(level, where)
     if n is None:
-        flags = [bool(x) for x in successes]  # type: ignore[union-attr]
+        if isinstance(successes, (int, np.integer)) and not isinstance(successes, (bool, np.bool_)):
+            raise TypeError(not_allowed("successes", successes, "an iterable of flags, or a count with n", where))
+        flags = []
+        for i, x in enumerate(successes):  # type: ignore[union-attr]
+            if isinstance(x, (bool, np.bool_)):
+                flags.append(bool(x))
+            elif isinstance(x, (int, float, np.integer, np.floating)) and float(x) in (0.0, 1.0):
+                flags.append(float(x) == 1.0)       # 0/1 numbers (NaN is neither: refused below)
+            else:
+                raise ValueError(not_allowed(f"successes[{i}]", x, "a flag: True/False or 1/0 (a NaN or any other "
+                                             "number is neither a success nor a failure)", where))
         k, n = sum(flags), len(flags)
     else:
-        k = int(successes)  # type: ignore[arg-type]
+        n = require_int(n, "n", where, lo=0)
+        k = require_int(successes, "successes", where, lo=0, hi=n)
     method = "share, Clopper-Pearson interval"
     if n < 1:
         return _nan(0, method, level)
@@ -376,13 +459,14 @@ def replicate_seeds(seed: int, n_reps: int) -> list[int]:
         [1000·seed, 1000·seed + 1, ..., 1000·seed + n_reps − 1], a list of ints.
 
     Raises:
-        ValueError: when n_reps is outside [1, 1000].
+        ValueError: when seed < 0 or n_reps is outside [1, 1000]. TypeError: when either is not an integer.
 
     Example:
         >>> from lab.stats import replicate_seeds
         >>> replicate_seeds(0, 3), replicate_seeds(2, 2)
         ([0, 1, 2], [2000, 2001])
     """
-    if not 1 <= n_reps <= 1000:
-        raise ValueError(f"parameter 'n_reps' = {n_reps} is not allowed: expected an integer in [1, 1000]")
+    seed = require_int(seed, "seed", "lab.stats.replicate_seeds", lo=0)
+    n_reps = require_int(n_reps, "n_reps", "lab.stats.replicate_seeds", lo=1, hi=1000)
     return [1000 * seed + r for r in range(n_reps)]
+

@@ -94,3 +94,61 @@ def test_kendall_interval_against_scipy_and_edge_cases():
     import pytest
     with pytest.raises(ValueError, match="parameters 'x' and 'y'"):
         kendall_interval([1, 2, 3, 4], [1, 2, 3])
+
+
+# ---------------------------------------------------------------- issue #31: no silent wrong answer
+@pytest.mark.parametrize("level", [0, 1, 1.5, -0.5, float("nan")])
+def test_interval_levels_outside_0_1_are_refused_by_name(level) -> None:
+    for call in (lambda: t_interval([1.0, 2.0, 3.0], level=level), lambda: median_interval(range(10), level=level),
+                 lambda: bootstrap_interval(range(10), level=level), lambda: proportion([True, False], level=level)):
+        with pytest.raises(ValueError, match="parameter 'level'"):
+            call()
+
+
+def test_level_zero_no_longer_gives_a_zero_width_interval_that_excludes_a_near_value() -> None:
+    with pytest.raises(ValueError, match="'level'"):
+        t_interval([1.0, 2.0, 3.0, 4.0], level=0).excludes(2.6)
+
+
+@pytest.mark.parametrize("flags", [[1, float("nan"), 0, float("nan")], [1, 2, 0], [1, -1, 0], [1, 0.5, 0],
+                                   ["yes", 0]])
+def test_proportion_refuses_flags_that_are_not_0_or_1(flags) -> None:
+    with pytest.raises(ValueError, match="parameter 'successes"):
+        proportion(flags)
+
+
+def test_proportion_counts_and_flags() -> None:
+    assert proportion([1, 0, 1.0, True, np.bool_(False)]).value == pytest.approx(3 / 5)
+    for k, n in ((5, 3), (-1, 3)):
+        with pytest.raises(ValueError, match="'successes'"):
+            proportion(k, n)
+    with pytest.raises(TypeError, match="'successes'"):
+        proportion(1.5, 3)
+    with pytest.raises(ValueError, match="'n'"):
+        proportion(0, -1)
+
+
+@pytest.mark.parametrize("seed, n_reps, exc, name", [(-1, 3, ValueError, "seed"), (1.5, 3, TypeError, "seed"),
+                                                     (True, 2, TypeError, "seed"), (0, 2.5, TypeError, "n_reps")])
+def test_replicate_seeds_refuses_negative_and_non_integer_seeds(seed, n_reps, exc, name) -> None:
+    with pytest.raises(exc, match=f"parameter '{name}'"):
+        replicate_seeds(seed, n_reps)
+
+
+def test_estimate_refuses_low_above_high() -> None:
+    with pytest.raises(ValueError, match="'low'.*'high'"):
+        Estimate(1.0, 2.0, 0.0, 3, "x")
+    with pytest.raises(ValueError, match="'level'"):
+        Estimate(1.0, 0.0, 2.0, 3, "x", level=2.0)
+    with pytest.raises(ValueError, match="'lo'.*'hi'"):
+        Estimate(1.0, 0.5, 1.5, 3, "x").within(2.0, 0.0)
+    assert Estimate(5.0, 0.0, 1.0, 3, "bootstrap").value == 5.0       # a bootstrap interval may miss its estimate
+
+
+def test_identical_replicates_give_a_degenerate_interval_that_passes_no_test_unless_allowed() -> None:
+    for e in (t_interval([2.0, 2.0, 2.0]), t_interval([2.0, 2.0, 2.0], log=True), median_interval([2.0] * 10),
+              bootstrap_interval([2.0] * 10)):
+        assert e.degenerate and e.finite and e.low == e.high == 2.0
+        assert not (e.above(1.0) or e.below(3.0) or e.within(0.0, 5.0) or e.excludes(2.5))
+        assert e.above(1.0, allow_degenerate=True) and e.excludes(2.5, allow_degenerate=True)
+    assert not t_interval([2.0, 2.0, 2.1]).degenerate and t_interval([2.0, 2.0, 2.1]).above(1.0)
