@@ -87,7 +87,7 @@ def layer_shapes(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.T
         {'1': torch.Size([5, 4]), '2': torch.Size([5, 3])}
     """
     p = unpack_loss(loss_fn, theta)
-    names = [layers] if isinstance(layers, str) else list(layers)
+    names = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
     shapes: dict[str, torch.Size] = {}
 
     def make(name: str) -> Callable:
@@ -105,8 +105,9 @@ def layer_shapes(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.T
             h.remove()
     missing = [n for n in names if n not in shapes]
     if missing:
-        raise ValueError(f"lab.curvature.activations: modules {missing} did not run (or returned no tensor) in the "
-                         "forward pass")
+        raise ValueError(f"lab.curvature.activations: modules {missing} did not run in the forward pass or returned "
+                         "no tensor (a tuple, as nn.GRU, or a module whose weights are used without calling it, as "
+                         "MultiheadAttention's out_proj): expected a module whose output is one tensor (n, ...)")
     return {n: shapes[n] for n in names}
 
 

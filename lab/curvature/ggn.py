@@ -30,7 +30,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lab.checks import require_finite
-from lab.curvature.operators import DenseOperator, HessianOperator, LinearOperator
+from lab.curvature.operators import DenseOperator, HessianOperator, LinearOperator, _unsupported
 from lab.flat import LOSSES, FlatSpec, layer_slices, unflatten
 
 __all__ = ["LossProblem", "unpack_loss", "GGNOperator", "ggn_operator", "FisherOperator", "fisher_operator",
@@ -117,6 +117,7 @@ class GGNOperator(LinearOperator):
     J v is one forward-mode product (`torch.func.jvp`), H_out u one backward pass through the gradient of the
     criterion w.r.t. the outputs (its graph built once, any differentiable criterion), and Jᵀ w one backward pass
     through the forward's graph kept by `torch.func.vjp`. A product costs about two forward and one backward pass.
+    A model without forward-mode derivatives gets J v as a second reverse pass instead (`.mode` = "double_vjp").
 
     Args:
         forward: (θ (P,), x) ↦ outputs (n, ...), pure.
@@ -148,6 +149,7 @@ class GGNOperator(LinearOperator):
         self.outputs = out.detach()
         require_finite(self.outputs, "the outputs f(θ, x)", "lab.curvature.GGNOperator")
         self.batched = bool(batched)
+        self.mode, self._jv_fn = "jvp", None
         with torch.enable_grad():
             self._out = self.outputs.clone().requires_grad_(True)
             self._gout = torch.autograd.grad(crit(self._out, y), self._out, create_graph=True)[0]
@@ -169,14 +171,28 @@ class GGNOperator(LinearOperator):
             return torch.autograd.grad(self._gout, self._out, u, retain_graph=True, is_grads_batched=batched,
                                        allow_unused=True, materialize_grads=True)[0]
 
+    def _jv(self, v: torch.Tensor) -> torch.Tensor:
+        """J v: forward mode, or (for a model without forward-mode derivatives, e.g. PyTorch's fused transformer
+        encoder path) the transpose of the kept Jᵀ-product, differentiated once more in reverse mode."""
+        if self.mode == "jvp":
+            try:
+                return jvp(self._f, (self.theta,), (v,))[1]
+            except (NotImplementedError, RuntimeError) as err:
+                if not _unsupported(err):
+                    raise
+                self.mode = "double_vjp"
+        if self._jv_fn is None:
+            self._jv_fn = vjp(lambda u: self._vjp(u)[0], torch.zeros_like(self.outputs))[1]
+        return self._jv_fn(v)[0]
+
     def _apply(self, v: torch.Tensor) -> torch.Tensor:
-        jv = jvp(self._f, (self.theta,), (v,))[1]
-        return self._vjp(self.output_hvp(jv))[0]
+        return self._vjp(self.output_hvp(self._jv(v)))[0]
 
     def _apply_many(self, vs: torch.Tensor) -> torch.Tensor:
         if self.batched and vs.shape[1] > 1:
             try:
-                jv = vmap(lambda v: jvp(self._f, (self.theta,), (v,))[1])(vs.T.contiguous())
+                self._jv(vs[:, 0])                          # settles the mode outside vmap
+                jv = vmap(self._jv)(vs.T.contiguous())
                 return vmap(lambda w: self._vjp(w)[0])(self.output_hvp(jv, batched=True)).T
             except (NotImplementedError, RuntimeError):
                 self.batched = False
@@ -267,7 +283,8 @@ def fisher_operator(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torc
       distribution: categorical softmax(f_i) for cross-entropy, N(f_i, (C/2)·I) for MSE (the Gaussian whose
       negative log-likelihood is ℓ_i = (1/C)‖f_i − y‖²). Its expectation is the GGN (`ggn_operator`) exactly.
 
-    The per-sample gradients are computed by `torch.func.vmap(grad)` and stored: memory n·P (empirical) or n·S·P
+    The per-sample gradients are computed by `torch.func.vmap(grad)` (one sample at a time for a model vmap
+    cannot batch, such as an nn.GRU) and stored: memory n·P (empirical) or n·S·P
     (mc) numbers; each product is then two matrix-vector products.
 
     Args:
@@ -315,7 +332,10 @@ def fisher_operator(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torc
         ys = (sample or (lambda o, s, g: _sample_targets(p.crit, o, s, g)))(out, n_samples, generator)
         y = ys.reshape(n_samples * len(x), *ys.shape[2:])
         x = x.repeat(n_samples, *([1] * (x.ndim - 1)))
-    grads = vmap(grad(one), in_dims=(None, 0, 0), chunk_size=chunk_size)(theta, x, y)
+    try:
+        grads = vmap(grad(one), in_dims=(None, 0, 0), chunk_size=chunk_size)(theta, x, y)
+    except (NotImplementedError, RuntimeError):          # e.g. nn.GRU under vmap: one sample at a time
+        grads = torch.stack([grad(one)(theta, x[i], y[i]) for i in range(len(x))])
     require_finite(grads, "the per-sample gradients", "lab.curvature.fisher_operator")
     return FisherOperator(grads.reshape(len(x), -1))
 

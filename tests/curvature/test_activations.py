@@ -121,3 +121,18 @@ def test_bad_layer_and_reduce_are_named() -> None:
         activation_hessian(f, theta, "fc1")
     with pytest.raises(ValueError, match="parameter 'reduce' = 'sum'"):
         activation_hessian(f, theta, "1", reduce="sum")
+
+
+def test_a_module_returning_a_tuple_is_refused_by_name() -> None:
+    class GRUNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru, self.out = torch.nn.GRU(2, 3, batch_first=True), torch.nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.gru(x)[0][:, -1])
+
+    f, theta, _ = make_loss_fn(GRUNet().double(), torch.randn(4, 3, 2, dtype=torch.float64), torch.zeros(4).long())
+    with pytest.raises(ValueError, match=r"modules \['gru'\] did not run .* returned no tensor"):
+        activation_hessian(f, theta, "gru")
+    assert activation_hessian(f, theta, "out", reduce="none").shape == (4, 2, 2)

@@ -236,3 +236,26 @@ def test_float32_operators_agree_with_float64() -> None:
         got = build(f, theta.float())(v.float())
         assert got.dtype == torch.float32
         assert float((got.double() - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+class _Encoder(torch.nn.Module):
+    """PyTorch's fused encoder path has no forward-mode derivative: the GGN takes J v in reverse mode instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.1, batch_first=True)
+        self.out = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.layer(x).mean(1))
+
+
+def test_ggn_of_a_model_without_forward_mode_derivatives() -> None:
+    torch.manual_seed(0)
+    model = _Encoder().double().eval()
+    f, theta, _ = make_loss_fn(model, torch.randn(4, 3, 4, dtype=torch.float64), torch.randint(0, 3, (4,)))
+    ref = _dense_ggn(f, theta)
+    op = ggn_operator(f, theta)
+    got = to_dense(op)
+    assert op.mode == "double_vjp"
+    assert float((got - ref).abs().max()) <= 1e-12 * ref.abs().max()
