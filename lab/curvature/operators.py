@@ -531,6 +531,8 @@ def as_operator(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None 
         >>> as_operator(lambda t: (t ** 2).sum(), torch.zeros(2)).size
         2
     """
+    if theta is not None and not isinstance(theta, torch.Tensor):
+        raise TypeError(not_allowed("theta", theta, "a torch.Tensor θ (P,), or None with an operator", where))
     if isinstance(op_or_loss, LinearOperator):
         if theta is not None and theta.numel() != op_or_loss.size:
             raise ValueError(f"{where}: θ has {theta.numel()} entries but the operator is {op_or_loss.size} × "

@@ -163,19 +163,21 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
         scale = max(scale, float(np.abs(ritz).max()))
         broke = b <= 100 * eps * scale
         res_blk = b * np.abs(s[-1, :])
+        floor = 100 * eps * max(scale, 1e-300)
+        # a block that broke down spans an invariant subspace: its pairs are exact to rounding
+        ok_blk = np.full(len(ritz), True) if broke else res_blk <= tol * np.maximum(np.abs(ritz), floor)
         vals = np.concatenate([*(d[1] for d in done), ritz])
         res = np.concatenate([*(d[3] for d in done), res_blk])
+        ok_all = np.concatenate([*(np.full(len(d[1]), True) for d in done), ok_blk])
         src = [(d[0], d[2], j) for d in done for j in range(len(d[1]))] + [(offset, s, j) for j in range(len(ritz))]
         order = np.argsort(-sign * vals, kind="stable")[:k]
-        floor = 100 * eps * max(scale, 1e-300)
-        ok = res[order] <= tol * np.maximum(np.abs(vals[order]), floor)
+        ok = ok_all[order]
         if len(vals) >= k and ok.all():
             if not done and not broke:
                 return result(vals, res, src, order, True)
             top = int(np.argmax(sign * ritz))
             kth = sign * float(vals[order[-1]])
-            if done and res_blk[top] <= tol * max(abs(ritz[top]), floor) and \
-                    sign * ritz[top] <= kth + tol * max(abs(kth), floor):
+            if done and ok_blk[top] and sign * ritz[top] <= kth + tol * max(abs(kth), floor):
                 return result(vals, res, src, order, True)   # the restarted block cannot add a wanted value
         if m == steps:
             return result(vals, res, src, order, bool(len(vals) >= k and ok.all()))

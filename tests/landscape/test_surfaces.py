@@ -176,3 +176,59 @@ def test_affine_path_is_taken_only_where_it_applies() -> None:
         plane(loss_fn, theta, d1, d2, a, a, method="fast")
     with pytest.raises(ValueError, match="parameter 'chunk_size'"):
         plane(loss_fn, theta, d1, d2, a, a, chunk_size=0)
+
+
+# ---------------------------------------------------------------- issue #31: no silent wrong answer
+@pytest.mark.parametrize("method", ["auto", "plain"])
+def test_plane_and_line_refuse_directions_and_theta_of_the_wrong_length(problem, method) -> None:
+    from lab.landscape import line
+    loss_fn, theta = problem
+    p, g = theta.numel(), np.linspace(-0.1, 0.1, 3)
+    e = torch.zeros(p, dtype=torch.float64)
+    e[0] = 1.0
+    f = torch.roll(e, 1)
+    for d1, d2, name in ((torch.ones(p - 2, dtype=torch.float64), f, "d1"),
+                         (e, torch.ones(p + 1, dtype=torch.float64), "d2")):
+        with pytest.raises(ValueError, match=f"parameter '{name}'"):
+            plane(loss_fn, theta, d1, d2, g, g, method=method)
+    with pytest.raises(ValueError, match="parameter 'theta'"):
+        plane(loss_fn, theta[:-1], e[:-1], f[:-1], g, g, method=method)
+    with pytest.raises(ValueError, match="parameter 'd'"):
+        line(loss_fn, theta, torch.ones(p - 2, dtype=torch.float64), g, method=method)
+
+
+@pytest.mark.parametrize("method", ["auto", "plain"])
+def test_plane_refuses_zero_and_parallel_directions_and_bad_grids(problem, method) -> None:
+    from lab.landscape import line
+    loss_fn, theta = problem
+    g = np.linspace(-0.1, 0.1, 3)
+    d = torch.randn_like(theta)
+    with pytest.raises(ValueError, match="parameter 'd1'.*non-zero"):
+        plane(loss_fn, theta, 0 * d, torch.randn_like(theta), g, g, method=method)
+    for d2 in (d.clone(), -3 * d):
+        with pytest.raises(ValueError, match="'d1' and 'd2' are parallel"):
+            plane(loss_fn, theta, d, d2, g, g, method=method)
+    with pytest.raises(ValueError, match="parameter 'a'"):
+        plane(loss_fn, theta, d, torch.randn_like(theta), np.array([]), g, method=method)
+    with pytest.raises(ValueError, match="parameter 'b'"):
+        plane(loss_fn, theta, d, torch.randn_like(theta), g, np.ones((2, 2)), method=method)
+    with pytest.raises(ValueError, match="parameter 't'"):
+        line(loss_fn, theta, d, np.ones((2, 2)), method=method)
+    with pytest.raises(ValueError, match="parameter 'd'.*non-zero"):
+        line(loss_fn, theta, 0 * d, g, method=method)
+
+
+def test_nonconvex_fraction_on_an_uneven_grid() -> None:
+    from lab.landscape import nonconvex_fraction
+    a = np.array([0.0, 0.1, 1.0, 1.1, 3.0])                  # uneven: the old formula said 1/3 for a bowl
+    b = np.linspace(-1.0, 1.0, 5)
+    bowl, saddle = a[None, :] ** 2 + b[:, None] ** 2, a[None, :] ** 2 - b[:, None] ** 2
+    assert nonconvex_fraction(Surface(a, b, bowl)) == 0.0
+    assert nonconvex_fraction(Surface(a, b, saddle)) == 1.0
+    assert nonconvex_fraction(Surface(a[::-1].copy(), b, bowl[:, ::-1].copy())) == 0.0   # decreasing coordinates
+    even = np.linspace(-1.0, 1.0, 5)
+    assert nonconvex_fraction(Surface(even, even, even[None, :] ** 2 - even[:, None] ** 2)) == 1.0
+    with pytest.raises(ValueError, match="'surf.a'"):
+        nonconvex_fraction(Surface(np.zeros(4), np.arange(4.0), np.zeros((4, 4))))
+    with pytest.raises(ValueError, match="parameter 'surf'"):
+        nonconvex_fraction(Surface(np.arange(4.0), np.arange(5.0), np.zeros((4, 4))))
