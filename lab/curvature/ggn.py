@@ -20,6 +20,7 @@ and MSE (for MSE ℓ_i = (1/C)‖f_i − y_i‖²).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lab.checks import require_finite
-from lab.curvature.operators import DenseOperator, HessianOperator, LinearOperator, _unsupported
+from lab.curvature.operators import DenseOperator, HessianOperator, LinearOperator
 from lab.flat import LOSSES, FlatSpec, layer_slices, unflatten
 
 __all__ = ["LossProblem", "unpack_loss", "GGNOperator", "ggn_operator", "FisherOperator", "fisher_operator",
@@ -38,6 +39,7 @@ __all__ = ["LossProblem", "unpack_loss", "GGNOperator", "ggn_operator", "FisherO
            "to_dense", "per_class", "class_means", "StackPCA", "stack_pca"]
 
 FISHER_KINDS = ("empirical", "mc")
+_NO_FORWARD_AD = re.compile(r"forward AD|forward-mode|jvp|not implemented|not supported|does not support", re.I)
 
 
 @dataclass(frozen=True)
@@ -178,8 +180,8 @@ class GGNOperator(LinearOperator):
             try:
                 return jvp(self._f, (self.theta,), (v,))[1]
             except (NotImplementedError, RuntimeError) as err:
-                if not _unsupported(err):
-                    raise
+                if not (isinstance(err, NotImplementedError) or _NO_FORWARD_AD.search(str(err))):
+                    raise                               # anything but "no forward mode here" propagates
                 self.mode = "double_vjp"
         if self._jv_fn is None:
             self._jv_fn = vjp(lambda u: self._vjp(u)[0], torch.zeros_like(self.outputs))[1]
