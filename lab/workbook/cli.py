@@ -1,4 +1,4 @@
-"""Command line: python -m lab {run,workbook,refresh,report,sweep,robustness,new}."""
+"""Command line: python -m lab {run,workbook,refresh,report,sweep,robustness,registry,new}."""
 from __future__ import annotations
 
 import argparse
@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     rb.add_argument("--publish", default=None, metavar="DIR", help="copy the small results (summary.csv, "
                     "matrix.png, claims.csv, claims.md, conditions.json) to DIR, e.g. results/robustness")
     rb.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    reg = sub.add_parser("registry", help="rebuild results/claims_registry.csv (every version of every claim's "
+                                          "threshold, from git history)")
+    reg.add_argument("--check", action="store_true", help="exit 1 when the registry is not current")
     new = sub.add_parser("new", help="start a chapter: notebooks/NN_name.ipynb from notebooks/template.ipynb")
     new.add_argument("number", help="the chapter's two digits, e.g. 07 (not taken by another chapter)")
     new.add_argument("name", help="a lowercase identifier, e.g. flatness")
@@ -247,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sweep(args)
         elif args.cmd == "robustness":
             return _robustness(args)
+        elif args.cmd == "registry":
+            from lab.workbook.registry import main as registry_main
+
+            return registry_main(["--check"] if args.check else [])
         elif args.cmd == "new":
             from lab.workbook.scaffold import new_chapter
 

@@ -19,7 +19,7 @@ from lab.workbook.paths import NOTEBOOKS, REPORT, ROOT, git_output
 CLAIM_MIMETYPE = "application/vnd.lab.claim+json"
 STAMP_MIMETYPE = "application/vnd.lab.stamp+json"
 CHECK_MARKER = "# NBVAL_CHECK_OUTPUT"
-VERDICT_RE = re.compile(r"^(C\d+[a-z]?) (PASS|FAIL)  (.*)$")
+VERDICT_RE = re.compile(r"^(C\d+[a-z]?) (PASS|FAIL|NOT TESTED)  (.*)$")
 TITLE = "Loss-Landscape Lab — lab report"
 ERROR_TAG = "papermill-error-cell-tag"
 
@@ -54,6 +54,11 @@ def parse_claims(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
     for cid, c in claims.items():
         rec = records.get(cid, {})
         c["passed"] = c["verdict"] == "PASS" if c["verdict"] else bool(rec.get("passed", False))
+        c["status"] = c["verdict"] or str(rec.get("status") or ("PASS" if c["passed"] else "FAIL"))
+        c["kind"] = rec.get("kind")
+        c["alternative"] = str(rec.get("alternative") or "")
+        c["power"] = rec.get("power") if isinstance(rec.get("power"), dict) else None
+        c["registered_verdict"] = rec.get("registered_verdict")
         c["numbers"] = dict(rec.get("numbers") or {})
         c["test"], c["threshold"] = str(rec.get("test") or ""), str(rec.get("threshold") or "")
         c["tests"] = [t for t in rec.get("tests") or [] if isinstance(t, dict)]
@@ -205,7 +210,7 @@ EXTENSIONS = ["sphinx_togglebutton", "sphinx_copybutton", "myst_nb", "jupyter_bo
 _CSS = """.lab-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9em;width:100%}
 .lab-table td,.lab-table th{border:1px solid var(--pst-color-border,#ccc);padding:.25rem .5rem;text-align:left;
 vertical-align:top}.lab-table th{background:var(--pst-color-surface,#f3f4f5)}
-.lab-PASS{color:#1a7f37;font-weight:bold}.lab-FAIL{color:#cf222e;font-weight:bold}
+.lab-PASS{color:#1a7f37;font-weight:bold}.lab-FAIL{color:#cf222e;font-weight:bold}.lab-UNTESTED{color:#9a6700;font-weight:bold}
 .lab-nums{font-family:var(--pst-font-family-monospace,monospace);font-size:.85em}
 .lab-meta th{width:9rem;white-space:nowrap}.lab-tally{font-weight:bold}
 """
@@ -276,17 +281,27 @@ def claims_table(claims: list[dict[str, Any]]) -> str:
     rows = []
     for c in claims:
         verdict = c["verdict"] or ("PASS" if c["passed"] else "FAIL") + " (no verdict line)"
-        cls = "lab-PASS" if c["passed"] else "lab-FAIL"
+        status = c.get("status") or ("PASS" if c["passed"] else "FAIL")
+        cls = {"PASS": "lab-PASS", "NOT TESTED": "lab-UNTESTED"}.get(status, "lab-FAIL")
+        if c.get("registered_verdict"):
+            verdict += f" (registered threshold: {c['registered_verdict']})"
         nums = ", ".join(f"{html.escape(str(k))}={html.escape(_fmt_value(v))}" for k, v in c["numbers"].items())
         test = [html.escape(c.get("test", "")) if c.get("test") else "",
                 f"<em>threshold:</em> {html.escape(c['threshold'])}" if c.get("threshold") else ""]
         test += [f"<span class='lab-nums'>{html.escape(_test_text(t, c['numbers']))}</span>"
                  for t in c.get("tests", [])]
+        if c.get("power"):
+            pw = c["power"]
+            test.append(f"<em>power:</em> {'shown' if pw.get('passed') else 'not shown'} ("
+                        + html.escape(", ".join(f"{k}={_fmt_value(v)}" for k, v in pw.items() if k != "passed")) + ")")
+        kind = html.escape(str(c.get("kind") or ""))
+        statement = html.escape(c["statement"]) + (
+            f"<br><em>rules out:</em> {html.escape(c['alternative'])}" if c.get("alternative") else "")
         rows.append(f"<tr><td>{html.escape(c['id'])}</td><td class='{cls}'>{html.escape(verdict)}</td>"
-                    f"<td>{html.escape(c['statement'])}</td><td>{'<br>'.join(x for x in test if x)}</td>"
+                    f"<td>{kind}</td><td>{statement}</td><td>{'<br>'.join(x for x in test if x)}</td>"
                     f"<td class='lab-nums'>{nums}</td></tr>")
-    return ("<table class='lab-table lab-claims'><thead><tr><th>claim</th><th>verdict</th><th>statement</th>"
-            "<th>test · threshold · margin</th><th>numbers</th></tr></thead><tbody>" + "".join(rows)
+    return ("<table class='lab-table lab-claims'><thead><tr><th>claim</th><th>verdict</th><th>kind</th>"
+            "<th>statement</th><th>test · threshold · margin</th><th>numbers</th></tr></thead><tbody>" + "".join(rows)
             + "</tbody></table>")
 
 
@@ -379,7 +394,26 @@ def _tally(claims: list[dict[str, Any]], state: str) -> str:
     """'3/4 claims pass' for a complete run; a run that is not complete is not counted."""
     if state != "complete":
         return f"{len(claims)} claims, not counted"
-    return f"{sum(c['passed'] for c in claims)}/{len(claims)} claims pass"
+    return tally_text(claims)
+
+
+def _kind_count(claims: list[dict[str, Any]]) -> str:
+    """'51 findings, 19 checks' over claim records."""
+    n_f = sum(c.get("kind") == "finding" for c in claims)
+    n_c = sum(c.get("kind") == "check" for c in claims)
+    other = len(claims) - n_f - n_c
+    return f"{n_f} findings, {n_c} checks" + (f", {other} claims of undeclared kind" if other else "")
+
+
+def tally_text(claims: list[dict[str, Any]]) -> str:
+    """'6/7 findings and 3/3 checks pass, 1 not tested': findings and checks counted apart (a claim without a
+    declared kind counts as a claim)."""
+    parts, untested = [], sum(c.get("status") == "NOT TESTED" for c in claims)
+    for kind, word in (("finding", "findings"), ("check", "checks"), (None, "claims")):
+        group = [c for c in claims if (c.get("kind") or None) == kind]
+        if group:
+            parts.append(f"{sum(c['passed'] for c in group)}/{len(group)} {word}")
+    return " and ".join(parts) + " pass" + (f", {untested} not tested" if untested else "")
 
 
 def _is_explorer(cell: nbformat.NotebookNode) -> bool:
@@ -656,9 +690,10 @@ def _write_book(executed: list[Path], book: Path) -> None:
     (book / "_static" / "lab.css").write_text(_CSS, encoding="utf-8")
     pages = _page_names(executed)
     built = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    sections, overview = [], []
+    sections, overview, every = [], [], []
     for path, page in zip(executed, pages, strict=True):
         nb = nbformat.read(path, as_version=4)
+        every += parse_claims(nb)
         label = (nb.metadata.get("lab") or {}).get("chapter") or page.split("_", 1)[0]
         chart = margin_chart(parse_claims(nb), book / "figures" / page / "margins.png", str(label))
         nbformat.write(stage_chapter(nb, path, str(label), chart.relative_to(book).as_posix() if chart else None),
@@ -672,6 +707,11 @@ def _write_book(executed: list[Path], book: Path) -> None:
                         "(the last published matrix)")
     index = (f"# {TITLE}\n\n{WORKBOOK_QUESTION}\n\n*Built {built} from {len(executed)} executed chapter(s); "
              "nothing was re-executed. Code is folded: open a cell's input with its toggle.*\n\n"
+             + f"**{_kind_count(every)}** — {tally_text(every)}. A *finding* is a property of networks or training "
+             "that could have come out otherwise (it names the alternative it rules out); a *check* is an identity, "
+             "an implementation test or a protocol gate the measurements depend on; NOT TESTED marks a refutation "
+             "whose test could not have seen the alternative at this size (no power) or a claim whose protocol "
+             "check failed.\n\n"
              + "\n".join(overview) + "\n\n" + "\n".join(sections))
     (book / "index.md").write_text(index, encoding="utf-8")
     toc = {"format": "jb-book", "root": "index",

@@ -199,6 +199,7 @@ def records(p: Plan) -> list[dict[str, Any]]:
                     continue
                 for cl in claims:
                     rows.append({**base, "claim": cl["id"], "passed": bool(cl["passed"]),
+                                 "verdict": cl.get("status") or ("PASS" if cl["passed"] else "FAIL"),
                                  "statement": cl.get("statement"), "numbers": json.dumps(cl.get("numbers") or {}),
                                  "error": None})
     return rows
@@ -218,12 +219,15 @@ def write_matrix(p: Plan) -> dict[str, Any]:
                .reset_index().rename(columns={"sum": "passed", "count": "runs"}))
     write_atomic(p.out_dir / "summary.csv", summary.to_csv(index=False))
     failed_runs = df[df["claim"].isna()]
+    # a FAIL is a verdict of FAIL; NOT TESTED (lost power, a failed protocol check) is reported, not a failure
+    is_fail = (ok["verdict"] == "FAIL") if "verdict" in ok else ~ok["passed"].astype(bool)
     out = {"conditions": [asdict(c) for c in p.conditions], "skipped": [[asdict(c), why] for c, why in p.skipped],
            "native_kernels": p.native, "chapters": [nb.stem for nb in p.chapters],
            "runs": int(df.groupby(["notebook", "condition", "seed"]).ngroups) if len(df) else 0,
-           "failed_runs": int(len(failed_runs)), "verdicts": int(len(ok)), "fails": int((~ok["passed"]).sum()),
+           "failed_runs": int(len(failed_runs)), "verdicts": int(len(ok)), "fails": int(is_fail.sum()),
+           "not_tested": int((ok["verdict"] == "NOT TESTED").sum()) if "verdict" in ok else 0,
            "claims": int(ok.groupby(["chapter", "claim"]).ngroups) if len(ok) else 0,
-           "flipping_claims": sorted({f"{r.chapter} {r.claim}" for r in ok[~ok["passed"]].itertuples()})}
+           "flipping_claims": sorted({f"{r.chapter} {r.claim}" for r in ok[is_fail].itertuples()})}
     runs = df.drop_duplicates("run")
     out["distinct_runs"] = int(len(runs))  # conditions that are one configuration here share their runs
     out["run_seconds"] = round(float(runs["seconds"].fillna(0).sum()), 1)  # the runs' own times, summed

@@ -483,7 +483,7 @@ def refresh_chapter(nb: str | Path, progress: bool = True, timeout: float | None
 
 
 def _counts(path: Path) -> tuple[int, int]:
-    """PASS and FAIL verdict counts of an executed notebook."""
+    """PASS and FAIL verdict counts of an executed notebook (NOT TESTED is neither)."""
     from lab.workbook.report import parse_claims
 
     try:

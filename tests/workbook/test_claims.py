@@ -193,3 +193,115 @@ def test_claim_record_shows_tests_in_the_notebook_output() -> None:
     rec = shown[-1][mod.MIMETYPE]
     assert rec["test"] == "interval of x" and rec["threshold"] == "1, from theory"
     assert rec["tests"] == [{"number": "x", "test": "above", "bounds": [1.0], "passed": True, "margin": 0.5}]
+
+
+def test_kinds_alternative_and_counts() -> None:
+    c = Claims("01")
+    c.declare("C1", "an identity holds", kind="check")
+    c.declare("C2", "width does not matter", kind="finding", alternative="noise grows as √width: exponent 0.5",
+              needs_power=True)
+    assert c.counts() == {"finding": 1, "check": 1, "unknown": 0}
+    with pytest.raises(ValueError, match="alternative"):
+        c.declare("C3", "a finding without its alternative", kind="finding")
+    with pytest.raises(ValueError, match="'kind'"):
+        c.declare("C4", "x", kind="observation")
+    with pytest.raises(ValueError, match="needs_power"):
+        c.declare("C5", "x", kind="check", needs_power=True)
+    with pytest.raises(KeyError, match="C9"):
+        c.declare("C6", "x", kind="check", depends_on=["C9"])
+
+
+def test_refutation_without_power_is_not_tested(capsys: pytest.CaptureFixture[str]) -> None:
+    c = Claims("01")
+    c.declare("C1", "refuted: no effect", kind="finding", alternative="an effect of 2x", needs_power=True)
+    c.check("C1", True, ratio=1.0)  # no power evidence: NOT TESTED, not PASS
+    assert c.results["C1"].status == "NOT TESTED" and c.results["C1"].passed is False
+    c.check("C1", True, ratio=1.0, power={"passed": False, "control": 0.1})
+    assert c.results["C1"].status == "NOT TESTED"
+    c.check("C1", True, ratio=1.0, power={"passed": True, "control": 2.0})
+    assert c.results["C1"].status == "PASS"
+    c.check("C1", False, ratio=3.0, power={"passed": True})
+    assert c.results["C1"].status == "FAIL"
+    c.check("C1", True, ratio=1.0, power={"passed": True, "control": float("nan")})  # NaN power never passes
+    assert c.results["C1"].status == "NOT TESTED"
+    capsys.readouterr()
+    c.verdicts()
+    assert capsys.readouterr().out == "C1 NOT TESTED  refuted: no effect\n"
+    assert c.none_failed and not c.all_passed
+    with pytest.raises(ValueError, match="power"):
+        c.check("C1", True, power={"control": 1.0})
+
+
+def test_a_claim_after_a_failed_protocol_check_is_not_tested() -> None:
+    c = Claims("07")
+    c.declare("C1", "every run reached the target", kind="check")
+    c.declare("C2", "small batches are flatter", kind="finding", alternative="ratio ≥ 1", depends_on=["C1"])
+    c.check("C1", False, n_missed=30)
+    c.check("C2", True, ratio=0.4)
+    assert c.results["C2"].status == "NOT TESTED" and "C1" in c.results["C2"].note
+    c.check("C1", True)
+    c.check("C2", True, ratio=0.4)
+    assert c.results["C2"].status == "PASS"
+
+
+def test_an_interval_over_more_units_than_replicates_fails_unless_declared() -> None:
+    from lab.stats import t_interval
+
+    c = Claims("07", units=5)
+    c.declare("C1", "gap is smaller", kind="finding", alternative="no difference")
+    c.declare("C2", "rates differ", kind="finding", alternative="equal rates", units="runs are independent draws")
+    e = t_interval(np.linspace(0.1, 1.0, 10))
+    c.check("C1", e.above(0), diff=e)
+    assert c.results["C1"].status == "FAIL" and "more than the 5 independent replicates" in c.results["C1"].note
+    e = t_interval(np.linspace(0.1, 1.0, 10))
+    c.check("C2", e.above(0), diff=e)
+    assert c.results["C2"].status == "PASS"
+    e = t_interval(np.linspace(0.1, 1.0, 5))
+    c.check("C1", e.above(0), diff=e)
+    assert c.results["C1"].status == "PASS"
+    reported = t_interval(np.linspace(0.1, 1.0, 10))  # reported beside the verdict, no interval test made on it
+    c.check("C1", True, share=reported)
+    assert c.results["C1"].status == "PASS"
+    with pytest.raises(ValueError, match="units"):
+        Claims("07", units=0)
+
+
+def test_load_fills_parameters_and_records_kind(tmp_path) -> None:
+    src = tmp_path / "99.yaml"
+    src.write_text(
+        "chapter: '99'\nclaims:\n"
+        "- id: C1\n  kind: check\n  statement: all {n_reps} runs converge\n  conclusion: '{n} runs'\n"
+        "- id: C2\n  kind: finding\n  statement: lr {lr:g} is stable\n  alternative: divergence\n"
+        "  test: below {bound}\n  needs_power: true\n  depends_on: [C1]\n"
+        "  revised:\n  - threshold: below 2\n    reason: tuned\n", encoding="utf-8")
+    c = Claims.load("99", {"n_reps": 5, "lr": 0.001, "bound": 1.5}, path=src)
+    assert c.specs["C1"].statement == "all 5 runs converge" and c.specs["C1"].conclusion == "{n} runs"
+    assert c.specs["C2"].statement == "lr 0.001 is stable" and c.specs["C2"].test == "below 1.5"
+    assert c.specs["C2"].depends_on == ("C1",) and c.specs["C2"].needs_power
+    with pytest.raises(KeyError, match="lr"):
+        Claims.load("99", {"n_reps": 5}, path=src)
+    c.check("C1", True, n=5)
+    c.check("C2", True, power={"passed": True}, registered_passed=False)
+    assert c.conclusion_line("C1") == "- **C1** (PASS) 5 runs"
+    bad = tmp_path / "98.yaml"
+    bad.write_text("chapter: '98'\nclaims:\n- id: C1\n  statement: x\n  kind: finding\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="alternative"):
+        Claims.load("98", path=bad)
+    bad.write_text("chapter: '98'\nclaims:\n- id: C1\n  statement: x\n  colour: red\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="colour"):
+        Claims.load("98", path=bad)
+
+
+def test_every_chapter_declares_kind_and_alternative() -> None:
+    from lab.workbook.paths import NOTEBOOKS
+
+    chapters = sorted(p.name[:2] for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    assert chapters, "no chapters found"
+    for ch in chapters:
+        import yaml
+
+        data = yaml.safe_load((NOTEBOOKS / "claims" / f"{ch}.yaml").read_text(encoding="utf-8"))
+        for item in data["claims"]:
+            assert item.get("kind") in ("finding", "check"), f"{ch} {item['id']}: no kind"
+            if item["kind"] == "finding":
+                assert str(item.get("alternative", "")).strip(), f"{ch} {item['id']}: a finding without alternative"

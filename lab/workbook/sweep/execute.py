@@ -128,7 +128,8 @@ def _run_point(src: str, out_dir: str, pid: str, params: dict[str, Any], timeout
         os.replace(tmp, final)
         (folder / f"{pid}.failed.ipynb").unlink(missing_ok=True)  # an earlier failed attempt
         rec.update(status="ok", error=None,
-                   claims=[{"id": c["id"], "passed": bool(c["passed"]), "statement": c["statement"],
+                   claims=[{"id": c["id"], "passed": bool(c["passed"]), "status": c.get("status"),
+                            "kind": c.get("kind"), "statement": c["statement"],
                             "numbers": _json_safe(c["numbers"])} for c in claims])
     except Exception as exc:  # noqa: BLE001 - a failed point is a result, recorded with its error
         ename, evalue = getattr(exc, "ename", type(exc).__name__), getattr(exc, "evalue", str(exc))
