@@ -343,3 +343,41 @@ def test_filter_normalization_of_embeddings_norms_attention_and_rnns() -> None:
             for b in ("lm.ln.bias", "lm.qkv.bias", "gru.bias_ih_l0", "gru.bias_hh_l0", "attn.in_proj_bias"):
                 assert bool((d[b] == 0).all()), b
         assert "lm.head.weight" not in spec.names                     # the tied head: the embedding's rows
+
+
+def test_dense_hessian_through_attention_without_layernorm() -> None:
+    """lab.curvature.dense_hessian (forward-over-reverse) through nn.MultiheadAttention on the math kernel."""
+
+    class Attn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.attn, self.out = nn.Embedding(5, 4), nn.MultiheadAttention(4, 2, batch_first=True), \
+                nn.Linear(4, 2)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            h = self.emb(ids)
+            return self.out(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 5, (4, 3), generator=torch.Generator().manual_seed(1))
+    f, theta, _ = make_loss_fn(Attn().double().eval(), ids, torch.tensor([0, 1, 1, 0]))
+    h = torch.autograd.functional.hessian(f, theta)
+    torch.testing.assert_close(dense_hessian(f, theta), h, rtol=1e-9, atol=1e-12)
+    v = torch.ones(theta.numel(), dtype=torch.float64)
+    torch.testing.assert_close(hvp_operator(f, theta)(v), h @ v, rtol=1e-9, atol=1e-12)
+
+
+def test_determinism_check_falls_back_to_the_whole_batch() -> None:
+    """A model that only runs on its full batch (a fixed batch size) is still checked, on all of x."""
+
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x.reshape(6, 3))
+
+    x = torch.randn(6, 3, dtype=torch.float64)
+    f, theta, _ = make_loss_fn(Fixed().double(), x, torch.zeros(6, dtype=torch.long))
+    assert torch.isfinite(f(theta))
