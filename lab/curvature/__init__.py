@@ -30,6 +30,7 @@ from lab.curvature.ggn import (
     output_hessian_operator,
     param_indices,
     per_class,
+    require_independent_samples,
     stack_pca,
     to_dense,
     unpack_loss,
@@ -72,4 +73,5 @@ __all__ = ["LossFn", "LinearOperator", "HessianOperator", "WeightedSum", "DenseO
 __all__ += ["GGNOperator", "ggn_operator", "FisherOperator", "fisher_operator", "FISHER_KINDS",  # issue #33
             "output_hessian_operator", "param_indices", "BlockOperator", "block", "dense_block", "to_dense",
             "per_class", "class_means", "StackPCA", "stack_pca", "LossProblem", "unpack_loss", "REDUCE",
-            "layer_shapes", "activation_hessian", "activation_hessian_operator", "activation_jacobian"]
+            "layer_shapes", "activation_hessian", "activation_hessian_operator", "activation_jacobian",
+            "require_independent_samples"]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lab.checks import require_finite
-from lab.curvature.ggn import LossProblem, unpack_loss
+from lab.curvature.ggn import LossProblem, require_independent_samples, unpack_loss
 from lab.curvature.operators import HessianOperator
 
 __all__ = ["REDUCE", "layer_shapes", "activation_hessian", "activation_hessian_operator", "activation_jacobian"]
@@ -166,6 +166,8 @@ def activation_hessian(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: t
     other = layer if other is None else other
     theta = theta.detach().reshape(-1)
     p = unpack_loss(loss_fn, theta)
+    if reduce == "none":
+        require_independent_samples(p.model, "lab.curvature.activation_hessian")
     shapes = layer_shapes(loss_fn, theta, [layer, other])
     n = shapes[layer][0]
     na, nb = shapes[layer][1:].numel(), shapes[other][1:].numel()
@@ -247,6 +249,7 @@ def activation_jacobian(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: 
     require_finite(theta, "θ", "lab.curvature.activation_jacobian")
     theta = theta.detach().reshape(-1)
     p = unpack_loss(loss_fn, theta)
+    require_independent_samples(p.model, "lab.curvature.activation_jacobian")
     shape = layer_shapes(loss_fn, theta, layer)[layer]
     n, na = shape[0], shape[1:].numel()
     with torch.enable_grad():

@@ -30,13 +30,13 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lab.checks import require_finite
+from lab.checks import mode_dependent_modules, require_finite
 from lab.curvature.operators import DenseOperator, HessianOperator, LinearOperator
 from lab.flat import LOSSES, FlatSpec, layer_slices, unflatten
 
 __all__ = ["LossProblem", "unpack_loss", "GGNOperator", "ggn_operator", "FisherOperator", "fisher_operator",
-           "FISHER_KINDS", "output_hessian_operator", "param_indices", "BlockOperator", "block", "dense_block",
-           "to_dense", "per_class", "class_means", "StackPCA", "stack_pca"]
+           "FISHER_KINDS", "output_hessian_operator", "require_independent_samples", "param_indices", "BlockOperator",
+           "block", "dense_block", "to_dense", "per_class", "class_means", "StackPCA", "stack_pca"]
 
 FISHER_KINDS = ("empirical", "mc")
 _NO_FORWARD_AD = re.compile(r"forward AD|forward-mode|jvp|not implemented|not supported|does not support", re.I)
@@ -103,6 +103,20 @@ def unpack_loss(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Te
             return functional_call(model, (unflatten(t, spec), bufs), (x,))
 
     return LossProblem(forward, parts.x_as(dtype, device), parts.y_as(dtype, device), parts.crit, model, spec)
+
+
+def require_independent_samples(model: nn.Module, where: str) -> None:
+    """Refuse per-sample quantities for a model whose train-mode modules (BatchNorm with batch statistics,
+    Dropout) couple or randomize the samples: sample i's loss is then not a function of sample i alone.
+
+    Example:
+        >>> import torch
+        >>> require_independent_samples(torch.nn.Sequential(torch.nn.BatchNorm1d(2)).eval(), "demo")  # fine
+    """
+    bad = mode_dependent_modules(model)
+    if bad:
+        raise ValueError(f"{where}: per-sample quantities need samples that do not interact, but modules {bad} are "
+                         "in train mode (batch statistics or dropout): call model.eval() before make_loss_fn")
 
 
 def _is_mse(crit: Callable) -> bool:
@@ -318,6 +332,7 @@ def fisher_operator(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torc
         raise ValueError(f"parameter 'n_samples' = {n_samples} is not allowed: expected n_samples >= 1")
     require_finite(theta, "θ", "lab.curvature.fisher_operator")
     p = unpack_loss(loss_fn, theta)
+    require_independent_samples(p.model, "lab.curvature.fisher_operator")
     theta = theta.detach().reshape(-1)
 
     def one(t: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:

@@ -136,3 +136,15 @@ def test_a_module_returning_a_tuple_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"modules \['gru'\] did not run .* returned no tensor"):
         activation_hessian(f, theta, "gru")
     assert activation_hessian(f, theta, "out", reduce="none").shape == (4, 2, 2)
+
+
+def test_per_sample_quantities_refuse_train_mode_batch_statistics() -> None:
+    from lab.curvature import fisher_operator
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).double()
+    f, theta, _ = make_loss_fn(model, torch.randn(6, 2, dtype=torch.float64), torch.zeros(6).long(),
+                               allow_train_mode=True)
+    for call in (lambda: activation_hessian(f, theta, "1", reduce="none"), lambda: activation_jacobian(f, theta, "1"),
+                 lambda: fisher_operator(f, theta)):
+        with pytest.raises(ValueError, match=r"modules \['1: BatchNorm1d'\] are in train mode"):
+            call()
+    assert activation_hessian(f, theta, "1").shape == (3, 3)   # the shared-δ Hessian of the mean loss is defined
