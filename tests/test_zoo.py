@@ -381,3 +381,15 @@ def test_determinism_check_falls_back_to_the_whole_batch() -> None:
     x = torch.randn(6, 3, dtype=torch.float64)
     f, theta, _ = make_loss_fn(Fixed().double(), x, torch.zeros(6, dtype=torch.long))
     assert torch.isfinite(f(theta))
+
+
+@pytest.mark.parametrize("name", ["transformer_encoder", "tied_causal_lm", "dict_inputs", "tuple_inputs"])
+def test_zoo_losses_vmap_over_parameter_points(name: str) -> None:
+    """lab.flat.batched (vmap over θ, the GPU path of surfaces) equals the loop, attention and dict inputs included."""
+    from lab.flat import batched
+
+    *_, f, theta, _, _ = _build(name)
+    thetas = theta + 0.1 * torch.randn(3, theta.numel(), generator=torch.Generator().manual_seed(8),
+                                       dtype=torch.float64)
+    torch.testing.assert_close(batched(f, thetas, chunk_size=2), torch.stack([f(t) for t in thetas]),
+                               rtol=1e-12, atol=0)
