@@ -13,6 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from lab.checks import require_finite, require_int
+
 
 class Rank(NamedTuple):
     """A numerical rank: the rank, the singular values (or |eigenvalues|) it was read from, the tolerance."""
@@ -27,7 +29,16 @@ def _eps(dtype: torch.dtype | np.dtype | type) -> float:
 
 
 def singular_values(a: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Singular values of a matrix (float64), or the absolute values of a 1-D array of eigen/singular values."""
+    """Singular values of a matrix (float64), or the absolute values of a 1-D array of eigen/singular values.
+
+    Raises:
+        lab.checks.NonFiniteError: an entry of `a` is NaN or inf (an SVD of it means nothing).
+        ValueError: `a` has more than 2 dimensions.
+    """
+    if getattr(a, "ndim", np.ndim(a)) > 2:
+        raise ValueError(f"lab.curvature.singular_values: parameter 'a' has shape {tuple(np.shape(a))}: expected a "
+                         "matrix or a 1-D array of eigen/singular values")
+    require_finite(a, "parameter 'a'", "lab.curvature.singular_values")
     if isinstance(a, torch.Tensor):
         if a.ndim == 1:
             return a.detach().double().abs().cpu().numpy()
@@ -53,6 +64,8 @@ def rank_tolerance(values: np.ndarray, size: int, dtype: torch.dtype = torch.flo
     True
     """
     s = np.abs(np.asarray(values, dtype=np.float64)).ravel()
+    require_finite(s, "parameter 'values'", "lab.curvature.rank_tolerance")
+    size = require_int(size, "size", "lab.curvature.rank_tolerance", lo=1)
     if s.size == 0:
         return 0.0
     eps = _eps(dtype)

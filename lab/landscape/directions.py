@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from lab.checks import require_finite
 from lab.flat import FlatSpec
 
 __all__ = ["BIAS_MODES", "standard_directions", "gaussian", "filter_normalized", "gradient", "origin", "between"]
@@ -14,10 +15,13 @@ __all__ = ["BIAS_MODES", "standard_directions", "gaussian", "filter_normalized",
 BIAS_MODES = ("zero", "filter")
 
 
-def _unit(v: torch.Tensor) -> torch.Tensor:
+def _unit(v: torch.Tensor, what: str = "the direction", where: str = "lab.landscape.directions") -> torch.Tensor:
+    """v / ‖v‖; a zero, empty or non-finite v is refused naming `what` (the parameter it came from)."""
+    require_finite(v, what, where)
     n = v.norm()
-    if n == 0:
-        raise ValueError("direction has zero norm")
+    if v.numel() == 0 or n == 0:
+        raise ValueError(f"{where}: {what} has zero norm (it is {'empty' if v.numel() == 0 else 'zero'}): "
+                         "no direction")
     return v / n
 
 
@@ -48,7 +52,7 @@ def gaussian(theta: torch.Tensor, generator: torch.Generator | None = None) -> t
         (torch.Size([5]), torch.float64, 1.0)
     """
     d = torch.randn(theta.shape, generator=generator, dtype=torch.float64)
-    return _unit(d).to(theta.device)
+    return _unit(d, "parameter 'theta' (its shape)", "lab.landscape.directions.gaussian").to(theta.device)
 
 
 def filter_normalized(theta: torch.Tensor, spec: FlatSpec, generator: torch.Generator | None = None,
@@ -97,6 +101,9 @@ def filter_normalized(theta: torch.Tensor, spec: FlatSpec, generator: torch.Gene
     """
     if bias not in BIAS_MODES:
         raise ValueError(f"parameter 'bias' = {bias!r} is not allowed: expected one of {BIAS_MODES}")
+    if theta.numel() != spec.size:
+        raise ValueError(f"lab.landscape.directions.filter_normalized: parameter 'theta' has {theta.numel()} entries "
+                         f"but 'spec' describes {spec.size} parameters")
     th = theta.detach().double().cpu()
     d = torch.randn(th.shape, generator=generator, dtype=torch.float64)
     sl = spec.slices()
@@ -144,7 +151,8 @@ def gradient(grad: torch.Tensor, ascent: bool = False) -> torch.Tensor:
         >>> D.gradient(torch.tensor([3.0, 4.0])).tolist()
         [-0.6, -0.8]
     """
-    return _unit(grad.detach().double()) * (1 if ascent else -1)
+    return _unit(grad.detach().double(), "parameter 'grad'", "lab.landscape.directions.gradient") * \
+        (1 if ascent else -1)
 
 
 def origin(theta: torch.Tensor, away: bool = False) -> torch.Tensor:
@@ -166,7 +174,8 @@ def origin(theta: torch.Tensor, away: bool = False) -> torch.Tensor:
         >>> D.origin(torch.tensor([3.0, 4.0]), away=True).tolist()
         [0.6, 0.8]
     """
-    return _unit(theta.detach().double()) * (1 if away else -1)
+    return _unit(theta.detach().double(), "parameter 'theta'", "lab.landscape.directions.origin") * \
+        (1 if away else -1)
 
 
 def between(theta_a: torch.Tensor, theta_b: torch.Tensor) -> torch.Tensor:
@@ -188,7 +197,11 @@ def between(theta_a: torch.Tensor, theta_b: torch.Tensor) -> torch.Tensor:
         >>> D.between(torch.zeros(2), torch.tensor([3.0, 4.0])).tolist()
         [0.6, 0.8]
     """
-    return _unit(theta_b.detach().double() - theta_a.detach().double())
+    if theta_a.shape != theta_b.shape:
+        raise ValueError(f"lab.landscape.directions.between: parameters 'theta_a' and 'theta_b' have shapes "
+                         f"{tuple(theta_a.shape)} and {tuple(theta_b.shape)}: expected the same shape")
+    return _unit(theta_b.detach().double() - theta_a.detach().double(), "parameters 'theta_b' − 'theta_a'",
+                 "lab.landscape.directions.between")
 
 
 def standard_directions(theta: torch.Tensor, spec: FlatSpec, grad: torch.Tensor, generator: torch.Generator,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from lab.checks import not_allowed, require_finite, require_int, require_real, require_vector
 from lab.landscape.surfaces import line
 
 __all__ = ["interpolate", "is_monotone", "barrier"]
@@ -31,8 +32,19 @@ def interpolate(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta_a: torch.
         >>> t.tolist(), loss.tolist()
         ([0.0, 0.5, 1.0], [0.0, 0.5, 2.0])
     """
-    tt = np.linspace(0.0, 1.0, t) if isinstance(t, (int, np.integer)) else np.asarray(t, dtype=np.float64)
+    where = "lab.landscape.interpolate"
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+        tt = np.linspace(0.0, 1.0, require_int(t, "t", where, lo=2))
+    else:
+        tt = np.asarray(t, dtype=np.float64)
+    for name, th in (("theta_a", theta_a), ("theta_b", theta_b)):
+        require_vector(th, name, where)
+    if theta_a.shape != theta_b.shape:
+        raise ValueError(f"{where}: parameters 'theta_a' and 'theta_b' have shapes {tuple(theta_a.shape)} and "
+                         f"{tuple(theta_b.shape)}: expected the same shape")
     d = theta_b.detach().double() - theta_a.detach().double()
+    if not bool(d.ne(0).any()):
+        raise ValueError(f"{where}: parameters 'theta_a' and 'theta_b' are equal: no path between them")
     return tt, line(loss_fn, theta_a, d, tt)
 
 
@@ -50,7 +62,8 @@ def is_monotone(loss: np.ndarray, tol: float = 0.0) -> bool:
         >>> is_monotone([3.0, 2.0, 2.0, 1.0]), is_monotone([3.0, 2.0, 2.5, 1.0]), is_monotone([3.0, 3.1], tol=0.2)
         (True, False, True)
     """
-    a = np.asarray(loss, dtype=np.float64)
+    a = _profile(loss, "lab.landscape.is_monotone", finite=False)
+    tol = require_real(tol, "tol", "lab.landscape.is_monotone", lo=0)
     return bool(np.all(np.isfinite(a)) and np.all(np.diff(a) <= tol))
 
 
@@ -67,5 +80,15 @@ def barrier(loss: np.ndarray) -> float:
         >>> barrier([1.0, 1.5, 0.8]), barrier([1.0, 0.9, 0.8])
         (0.5, 0.0)
     """
-    a = np.asarray(loss, dtype=np.float64)
+    a = _profile(loss, "lab.landscape.barrier")
     return float(a.max() - max(a[0], a[-1]))
+
+
+def _profile(loss, where: str, finite: bool = True) -> np.ndarray:
+    """A loss profile: a 1-D float64 array of at least 2 points (finite unless finite=False), else a named error."""
+    a = np.asarray(loss, dtype=np.float64)
+    if a.ndim != 1 or a.size < 2:
+        raise ValueError(not_allowed("loss", loss, f"a 1-D profile of at least 2 points (got shape {a.shape})", where))
+    if finite:
+        require_finite(a, "parameter 'loss'", where)
+    return a

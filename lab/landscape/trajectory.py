@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lab.checks import not_allowed, require_finite, require_int
+
 __all__ = ["trajectory_pca", "random_walk_pca"]
 
 
@@ -18,7 +20,7 @@ def trajectory_pca(thetas: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, np.n
     Args:
         thetas: the trajectory, shape (T, P): one flat parameter vector per checkpoint, last row the final point;
             any floating dtype and device (computed in float64).
-        k: how many directions to keep (k ≤ min(T, P)).
+        k: how many directions to keep, 1 <= k <= min(T, P).
 
     Returns:
         (dirs, coords, ratio): dirs the orthonormal directions, shape (P, k), float64, on thetas' device; coords
@@ -33,8 +35,18 @@ def trajectory_pca(thetas: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, np.n
         >>> dirs.shape, coords.shape, round(float(ratio.sum()), 6), bool(ratio[0] > 0.99)
         (torch.Size([3, 2]), (4, 2), 1.0, True)
     """
+    where = "lab.landscape.trajectory_pca"
+    if not isinstance(thetas, torch.Tensor) or not thetas.is_floating_point():
+        raise TypeError(not_allowed("thetas", thetas, "a floating-point torch.Tensor of shape (T, P)", where))
+    if thetas.ndim != 2 or thetas.shape[0] < 2 or thetas.shape[1] < 1:
+        raise ValueError(not_allowed("thetas", thetas, f"shape (T, P) with T >= 2 points (got {tuple(thetas.shape)})",
+                                     where))
+    require_finite(thetas, "parameter 'thetas'", where)
+    k = require_int(k, "k", where, lo=1, hi=min(thetas.shape))
     final = thetas[-1].double()
     m = thetas.double() - final[None]
+    if not bool(m.ne(0).any()):
+        raise ValueError(f"{where}: parameter 'thetas' never moves (every point equals the last): no directions")
     u, s, vh = torch.linalg.svd(m, full_matrices=False)
     dirs = vh[:k].T.contiguous()
     coords = (m @ dirs).cpu().numpy()
@@ -56,15 +68,15 @@ def random_walk_pca(step_lengths: np.ndarray, dim: int, k: int = 2, n_walks: int
     Args:
         step_lengths: the lengths of the n ≥ 2 steps, shape (n,), all > 0 (e.g. the trajectory's own).
         dim: the dimension of the space (the number of parameters P), ≥ 1.
-        k: how many directions to keep.
-        n_walks: how many random walks to draw.
+        k: how many directions to keep, 1 <= k <= n.
+        n_walks: how many random walks to draw, >= 1.
         seed: seed of the numpy generator.
 
     Returns:
         np.ndarray: the top-k explained-variance ratios of each walk, shape (n_walks, k), float64.
 
     Raises:
-        ValueError: fewer than 2 steps, a step length ≤ 0, or dim < 1.
+        ValueError: fewer than 2 steps, a step length ≤ 0, dim < 1, k outside [1, n] or n_walks < 1.
 
     Example:
         >>> import numpy as np
@@ -75,11 +87,17 @@ def random_walk_pca(step_lengths: np.ndarray, dim: int, k: int = 2, n_walks: int
     """
     from scipy.stats import wishart
 
+    where = "lab.landscape.random_walk_pca"
     s = np.asarray(step_lengths, dtype=np.float64)
-    n = len(s)
-    if n < 2 or dim < 1 or not np.all(s > 0):
-        raise ValueError(f"random_walk_pca: need at least 2 positive step lengths and dim >= 1, got {n} steps, "
-                         f"dim={dim}")
+    require_finite(s, "parameter 'step_lengths'", where)
+    n = len(s) if s.ndim == 1 else 0
+    if n < 2 or not np.all(s > 0):
+        raise ValueError(f"{where}: parameter 'step_lengths' has shape {s.shape} and minimum "
+                         f"{float(s.min()) if s.size else float('nan')}: expected at least 2 positive step lengths")
+    dim = require_int(dim, "dim", where, lo=1)
+    k = require_int(k, "k", where, lo=1, hi=n)
+    n_walks = require_int(n_walks, "n_walks", where, lo=1)
+    seed = require_int(seed, "seed", where, lo=0)
     suffix = np.triu(np.ones((n + 1, n)), 0)[: n + 1]      # row t sums the steps i >= t (last row: the end point)
     suffix[n] = 0.0
     rng = np.random.default_rng(seed)

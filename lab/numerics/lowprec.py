@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lab.checks import require_finite
+from lab.checks import not_allowed, require_finite, require_int, require_real
 from lab.numerics.precision import neighbour
 
 __all__ = ["GradError", "grad_error", "fit_law", "BatchNoise", "batch_noise", "sampled_batch_noise", "crossover_batch",
@@ -109,7 +109,8 @@ def grad_error(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch.Ten
                    "the working dtype overflows: scale the loss or use a wider dtype")
     err = float((gw.double() - g64).norm())
     norm = float(g64.norm())
-    return GradError(err / norm if norm > 0 else float("inf"), err, norm)
+    rel = err / norm if norm > 0 else (0.0 if err == 0 else float("inf"))     # both zero: no error at all
+    return GradError(rel, err, norm)
 
 
 def fit_law(widths, depths, errors) -> tuple[float, float, float]:
@@ -133,9 +134,15 @@ def fit_law(widths, depths, errors) -> tuple[float, float, float]:
         (0.5, 1.0, 0.002)
     """
     w, d, e = (np.asarray(v, dtype=np.float64) for v in (widths, depths, errors))
+    if not (w.ndim == d.ndim == e.ndim == 1 and len(w) == len(d) == len(e)):
+        raise ValueError(f"lab.numerics.fit_law: parameters 'widths', 'depths', 'errors' have shapes {w.shape}, "
+                         f"{d.shape}, {e.shape}: expected three 1-D arrays of one length")
     if len(e) < 3 or np.any(w <= 0) or np.any(d <= 0) or np.any(e <= 0) or not np.all(np.isfinite(e)):
         raise ValueError("parameters 'widths', 'depths', 'errors': expected at least 3 points, all positive and finite")
     a_mat = np.column_stack([np.log(w), np.log(d), np.ones_like(w)])
+    if np.linalg.matrix_rank(a_mat) < 3:
+        raise ValueError("lab.numerics.fit_law: parameters 'widths' and 'depths' do not vary independently (log "
+                         "width, log depth and 1 are linearly dependent): the two exponents cannot be told apart")
     (a, b, logc), *_ = np.linalg.lstsq(a_mat, np.log(e), rcond=None)
     return float(a), float(b), float(np.exp(logc))
 
@@ -225,6 +232,9 @@ def batch_noise(batch_loss_fn: Callable, theta: torch.Tensor, x: torch.Tensor, y
     if batch is not None and not 1 <= batch < n:
         raise ValueError(f"parameter 'batch' = {batch} is not allowed: expected None or 1 <= batch < {n}")
     if batch is not None:
+        require_int(batch, "batch", "lab.numerics.batch_noise", lo=1)
+        require_int(n_batches, "n_batches", "lab.numerics.batch_noise", lo=1)
+    if batch is not None:
         gf = grad(batch_loss_fn)
         g = gf(th, x64, y64)
         rng = np.random.default_rng(seed)
@@ -312,7 +322,9 @@ def crossover_batch(trace: float, err_norm: float) -> float:
         >>> crossover_batch(4.0, 0.01)
         40000.0
     """
-    return float(trace) / float(err_norm) ** 2 if err_norm > 0 else float("inf")
+    trace = require_real(trace, "trace", "lab.numerics.crossover_batch", lo=0)
+    err_norm = require_real(err_norm, "err_norm", "lab.numerics.crossover_batch", lo=0)
+    return trace / err_norm ** 2 if err_norm > 0 else float("inf")
 
 
 def round_stochastic(x: torch.Tensor, dtype: torch.dtype, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -383,6 +395,8 @@ def round_to(x: torch.Tensor, dtype: torch.dtype, stochastic: bool = False,
         >>> round_to(torch.tensor([1.001]), torch.bfloat16).item()
         1.0
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(not_allowed("dtype", dtype, "a floating torch.dtype", "lab.numerics.round_to"))
     if x.dtype == dtype:
         return x.clone()
     return round_stochastic(x, dtype, generator) if stochastic else x.to(dtype)
@@ -408,6 +422,11 @@ def lost_updates(theta: torch.Tensor, update: torch.Tensor, dtype: torch.dtype |
         >>> lost_updates(theta, torch.tensor([0.003, 0.005, -0.0019, -0.0021]), torch.bfloat16).tolist()
         [True, False, True, False]
     """
+    where = "lab.numerics.lost_updates"
+    if not isinstance(theta, torch.Tensor) or not isinstance(update, torch.Tensor) or theta.shape != update.shape:
+        raise ValueError(f"{where}: parameters 'theta' and 'update' have shapes {tuple(getattr(theta, 'shape', ()))} "
+                         f"and {tuple(getattr(update, 'shape', ()))}: expected tensors of one shape")
+    require_finite(update, "parameter 'update'", where)
     st = theta.detach().to(dtype or theta.dtype)
     d = update.detach().double().to(st.device)
     half_gap = (neighbour(st, torch.sign(d)).double() - st.double()).abs() / 2
@@ -690,6 +709,7 @@ def tail_excess(run: LowPrecRun, l_star: float, fraction: float = 0.5) -> tuple[
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"parameter 'fraction' = {fraction} is not allowed: expected 0 < fraction <= 1")
+    l_star = require_real(l_star, "l_star", "lab.numerics.tail_excess")
     k = max(1, int(round(len(run.full_loss) * fraction)))
     tail = np.asarray(run.full_loss[-k:], dtype=np.float64) - l_star
     return float(tail.mean()), float(tail.std())

@@ -10,12 +10,13 @@ turns a noise level into what a second finite difference FD = f(θ) − 2f(θ+h)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from math import factorial
 
 import numpy as np
 
-from lab.checks import require_finite, require_finite_float
+from lab.checks import not_allowed, require_finite, require_finite_float, require_int, require_level, require_real
 
 __all__ = ["NoiseEstimate", "ecnoise", "rounding_model", "fd_noise", "LossNoise", "default_spacing", "step_change",
            "adaptive_spacing", "noise_by_dtype", "loss_noise", "LossError", "loss_error", "grad_error_by_layer",
@@ -91,10 +92,12 @@ def ecnoise(fvals: np.ndarray, max_ratio: float = 4.0) -> NoiseEstimate:
         (True, True, 2)
     """
     f = np.asarray(fvals, dtype=np.float64)
+    if f.ndim != 1 or len(f) < 7:
+        raise ValueError(f"lab.numerics.noise.ecnoise: parameter 'fvals' has shape {f.shape}: ecnoise needs at least "
+                         "7 points, in a 1-D array")
     m = len(f) - 1
-    if m < 6:
-        raise ValueError(f"ecnoise needs at least 7 points, got {len(f)}")
-    require_finite(f, "the function values", "lab.numerics.noise.ecnoise",
+    max_ratio = require_real(max_ratio, "max_ratio", "lab.numerics.noise.ecnoise", lo=0, lo_open=True)
+    require_finite(f, "parameter 'fvals'", "lab.numerics.noise.ecnoise",
                    "noise is not defined where f is not finite (is θ finite? does f overflow along the line?)")
     levels = np.zeros(m)
     fmin, fmax = float(f.min()), float(f.max())
@@ -137,7 +140,9 @@ def rounding_model(u: float, loss: float, factor: float = 1.0) -> float:
         >>> rounding_model(unit_roundoff(torch.float32), 2.0) == 2.0 ** -23
         True
     """
-    return factor * u * abs(loss)
+    where = "lab.numerics.noise.rounding_model"
+    u, factor = require_real(u, "u", where, lo=0), require_real(factor, "factor", where, lo=0)
+    return factor * u * abs(require_real(loss, "loss", where))
 
 
 def fd_noise(sigma: float) -> float:
@@ -146,17 +151,23 @@ def fd_noise(sigma: float) -> float:
     The variances add with weights 1² + 2² + 1² = 6.
 
     Args:
-        sigma: the standard deviation of one evaluation's noise (e.g. from `ecnoise`).
+        sigma: the standard deviation of one evaluation's noise (e.g. from `ecnoise`), >= 0; NaN (ecnoise found no
+            estimate) gives NaN, so a missing estimate stays missing.
 
     Returns:
         The standard deviation of the second finite difference, a float.
+
+    Raises:
+        ValueError: sigma < 0. lab.checks.NonFiniteError: sigma is ±inf.
 
     Example:
         >>> from lab.numerics import fd_noise
         >>> round(fd_noise(1.0), 6)
         2.44949
     """
-    return float(np.sqrt(6.0) * sigma)
+    if isinstance(sigma, (float, np.floating)) and math.isnan(sigma):
+        return float("nan")          # a missing noise estimate (ecnoise failed) stays missing, as the chapters use it
+    return float(np.sqrt(6.0) * require_real(sigma, "sigma", "lab.numerics.noise.fd_noise", lo=0))
 
 
 @dataclass
@@ -249,6 +260,7 @@ def step_change(dtype, points: int = 9) -> float:
         (True, 0.01)
     """
     from lab.numerics.precision import unit_roundoff
+    points = require_int(points, "points", "lab.numerics.noise.step_change", lo=2)
     return float(min(8 * unit_roundoff(dtype), 0.8 * 0.1 / (points - 1)))
 
 
@@ -301,6 +313,14 @@ def adaptive_spacing(loss_fn, theta64, direction64, dtype, points: int = 9) -> f
     return _spacing_from(_line_derivatives(loss_fn, theta64, direction64), dtype, points)
 
 
+def _check_noise_args(n_dirs, points, spacing, seed, where: str) -> None:
+    require_int(n_dirs, "n_dirs", where, lo=1)
+    require_int(points, "points", where, lo=7)             # ecnoise needs 7 points
+    require_int(seed, "seed", where, lo=0)
+    if spacing is not None:
+        require_real(spacing, "spacing", where, lo=0, lo_open=True)
+
+
 def _unit_directions(th64, n: int, seed: int) -> list:
     """n random unit directions (float64, on θ's device) from a CPU generator seeded `seed`."""
     import torch
@@ -347,6 +367,9 @@ def noise_by_dtype(loss_fn, theta, dtypes, n_dirs: int = 4, points: int = 9, see
     """
 
     items = dict(dtypes) if isinstance(dtypes, dict) else {str(dt).replace("torch.", ""): dt for dt in dtypes}
+    if not items:
+        raise ValueError(not_allowed("dtypes", dtypes, "at least one dtype", "lab.numerics.noise.noise_by_dtype"))
+    _check_noise_args(n_dirs, points, None, seed, "lab.numerics.noise.noise_by_dtype")
     th64 = theta.detach().double()
     dirs = [(d, _line_derivatives(loss_fn, th64, d)) for d in _unit_directions(th64, n_dirs, seed)]
     return {name: _ecnoise_along(loss_fn, th64, dirs, dt, points, None, retries, name) for name, dt in items.items()}
@@ -421,6 +444,7 @@ def loss_noise(loss_fn, theta, dtype, n_dirs: int = 4, points: int = 9, spacing:
         ([1, 1, 1], (3,), True)
     """
 
+    _check_noise_args(n_dirs, points, spacing, seed, "lab.numerics.noise.loss_noise")
     th64 = theta.detach().double()
     dirs = [(d, None if spacing else _line_derivatives(loss_fn, th64, d)) for d in _unit_directions(th64, n_dirs, seed)]
     return _ecnoise_along(loss_fn, th64, dirs, dtype, points, spacing, retries)
@@ -576,6 +600,16 @@ def scaled_fd_noise(sigma: float, f0: float, f1: np.ndarray, f2: np.ndarray) -> 
         >>> (scaled_fd_noise(1e-7, 1.0, np.array([1.0, 2.0]), np.array([1.0, 3.0])) * 1e7).round(6).tolist()
         [2.44949, 5.09902]
     """
+    where = "lab.numerics.noise.scaled_fd_noise"
+    sigma = require_real(sigma, "sigma", where, lo=0)
+    f0 = require_real(f0, "f0", where)
+    if f0 == 0:
+        raise ValueError(not_allowed("f0", f0, "a non-zero loss (the noise is relative to it)", where))
+    for name, v in (("f1", f1), ("f2", f2)):
+        require_finite(np.asarray(v, dtype=np.float64), f"parameter '{name}'", where)
+    if np.shape(f1) != np.shape(f2):
+        raise ValueError(f"{where}: parameters 'f1' and 'f2' have shapes {np.shape(f1)} and {np.shape(f2)}: expected "
+                         "the same shape")
     r = sigma / abs(f0)
     return r * np.sqrt(f0**2 + 4 * np.asarray(f1, dtype=np.float64) ** 2 + np.asarray(f2, dtype=np.float64) ** 2)
 
@@ -636,6 +670,13 @@ def observed_crossover(h: np.ndarray, fd: np.ndarray, fd_ref: np.ndarray, window
         >>> observed_crossover(h, fd, fd_ref, window=1), observed_crossover(h, fd, fd_ref)
         (4.0, 2.0)
     """
+    where = "lab.numerics.noise.observed_crossover"
+    h, fd, fd_ref = (np.asarray(v, dtype=np.float64) for v in (h, fd, fd_ref))
+    if h.ndim != 1 or h.size == 0 or fd.shape != h.shape or fd_ref.shape != h.shape:
+        raise ValueError(f"{where}: parameters 'h', 'fd' and 'fd_ref' have shapes {h.shape}, {fd.shape} and "
+                         f"{fd_ref.shape}: expected three non-empty 1-D arrays of one length")
+    require_finite(h, "parameter 'h'", where)
+    window = require_int(window, "window", where, lo=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.abs(fd - fd_ref) / np.abs(fd_ref)
     rel = np.where(np.isfinite(rel), rel, np.inf)
@@ -671,7 +712,11 @@ def fit_exponent(x: np.ndarray, y_by_seed: np.ndarray, level: float = 0.95) -> t
         (2.0, 2.0, 2.0)
     """
     from scipy import stats
+    level = require_level(level, "lab.numerics.noise.fit_exponent")
     xs, ys = np.asarray(x, dtype=float), np.atleast_2d(np.asarray(y_by_seed, dtype=float))
+    if xs.ndim != 1 or len(xs) < 2 or ys.ndim != 2 or ys.shape[1] != len(xs):
+        raise ValueError(f"lab.numerics.noise.fit_exponent: parameters 'x' and 'y_by_seed' have shapes {xs.shape} and "
+                         f"{ys.shape}: expected x of n >= 2 points and y_by_seed of shape (seeds, n)")
     for name, v in (("x", xs), ("y_by_seed", ys)):
         require_finite(v, f"parameter '{name}'", "lab.numerics.noise.fit_exponent")
         if np.any(v <= 0):
@@ -709,14 +754,16 @@ def minibatch_loss_std(per_sample: np.ndarray, batch_sizes, n_batches: int = 200
         >>> s.shape, bool(s[0] > s[1] > s[2]), float(s[2])   # the full batch has no minibatch noise
         ((3,), True, 0.0)
     """
+    where = "lab.numerics.noise.minibatch_loss_std"
+    n_batches = require_int(n_batches, "n_batches", where, lo=2)         # >= 2 for a standard deviation
+    seed = require_int(seed, "seed", where, lo=0)
     rng = np.random.default_rng(seed)
-    batch_sizes = list(batch_sizes)
-    per_sample = require_finite(np.asarray(per_sample, dtype=np.float64), "the per-sample losses",
-                                "lab.numerics.noise.minibatch_loss_std")
+    batch_sizes = [require_int(b, f"batch_sizes[{i}]", where, lo=1) for i, b in enumerate(batch_sizes)]
+    per_sample = require_finite(np.asarray(per_sample, dtype=np.float64), "parameter 'per_sample'", where)
     too_big = [b for b in batch_sizes if not 1 <= b <= len(per_sample)]
     if too_big:
-        raise ValueError(f"lab.numerics.noise.minibatch_loss_std: batch sizes {too_big} are not allowed: expected "
-                         f"1 <= b <= {len(per_sample)} (the number of samples)")
+        raise ValueError(f"{where}: parameter 'batch_sizes' has {too_big}: expected 1 <= b <= {len(per_sample)} "
+                         "(the number of samples)")
     out = []
     for b in batch_sizes:
         means = [per_sample[rng.choice(len(per_sample), b, replace=False)].mean() for _ in range(n_batches)]
@@ -741,5 +788,17 @@ def power_law(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         >>> tuple(round(v, 6) for v in power_law(x, 3.0 * x ** -0.5))
         (-0.5, 3.0)
     """
-    a, logc = np.polyfit(np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float)), 1)
+    where = "lab.numerics.noise.power_law"
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if xs.ndim != 1 or xs.shape != ys.shape or len(xs) < 2:
+        raise ValueError(f"{where}: parameters 'x' and 'y' have shapes {xs.shape} and {ys.shape}: expected two 1-D "
+                         "arrays of one length >= 2")
+    for name, v in (("x", xs), ("y", ys)):
+        require_finite(v, f"parameter '{name}'", where)
+        if np.any(v <= 0):
+            raise ValueError(f"{where}: parameter '{name}' has {int(np.sum(v <= 0))} value(s) <= 0: a power law is fit "
+                             "on log values")
+    if np.all(xs == xs[0]):
+        raise ValueError(f"{where}: parameter 'x' is constant: no slope to fit")
+    a, logc = np.polyfit(np.log(xs), np.log(ys), 1)
     return float(a), float(np.exp(logc))

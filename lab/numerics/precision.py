@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from lab.checks import not_allowed, require_finite
+
 __all__ = ["DTYPES", "dtype_of", "unit_roundoff", "neighbour", "ulp"]
 
 DTYPES: dict[str, torch.dtype] = {
@@ -55,7 +57,15 @@ def unit_roundoff(dtype: torch.dtype) -> float:
         >>> unit_roundoff(torch.float32) == 2.0 ** -24, unit_roundoff(torch.bfloat16)
         (True, 0.00390625)
     """
-    return torch.finfo(dtype).eps / 2
+    return torch.finfo(_float_dtype(dtype, "dtype", "lab.numerics.unit_roundoff")).eps / 2
+
+
+def _float_dtype(dtype, name: str, where: str) -> torch.dtype:
+    """dtype when it is a floating torch.dtype, else a TypeError naming parameter `name`."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(not_allowed(name, dtype, "a floating torch.dtype, e.g. torch.float32 (dtype_of maps names)",
+                                    where))
+    return dtype
 
 
 _INT = {8: torch.int64, 4: torch.int32, 2: torch.int16}
@@ -82,6 +92,12 @@ def neighbour(x: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
         >>> neighbour(x, torch.tensor([1.0, -1.0, 0.0])).tolist()
         [1.0009765625, 0.99951171875, 1.0]
     """
+    where = "lab.numerics.neighbour"
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.element_size() not in _INT:
+        raise TypeError(not_allowed("x", x, "a tensor of float16, bfloat16, float32 or float64", where))
+    if not isinstance(direction, torch.Tensor):
+        direction = torch.as_tensor(direction, device=x.device)
+    require_finite(direction, "parameter 'direction'", where, "only its sign is used, and NaN has none")
     bits = x.view(_INT[x.element_size()])
     s = torch.sign(direction).to(bits.dtype)
     away = (torch.signbit(x).to(bits.dtype) * -2 + 1) == s  # moving away from zero: magnitude grows
@@ -111,5 +127,11 @@ def ulp(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         >>> ulp(torch.tensor([1.0, 1024.0, -2.0]), torch.float16).tolist()
         [0.0009765625, 1.0, 0.001953125]
     """
+    where = "lab.numerics.ulp"
+    if dtype is not None:
+        _float_dtype(dtype, "dtype", where)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(not_allowed("x", x, "a floating-point torch.Tensor", where))
+    require_finite(x, "parameter 'x'", where, "an infinite or NaN value has no ulp")
     xd = x.detach().to(dtype or x.dtype).abs()
     return neighbour(xd, torch.ones_like(xd)).double() - xd.double()

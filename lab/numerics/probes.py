@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.func import grad
 
+from lab.checks import require_finite, require_real, require_vector
 from lab.flat import batched
 
 __all__ = ["PERTURB", "DoublingProbe", "doubling_h", "points_along", "evaluate_distinct", "doubling_probe",
@@ -98,6 +99,12 @@ class DoublingProbe:
         return self.f1 - self.f0 - self.h * self.slope
 
 
+def _same_vectors(theta: torch.Tensor, direction: torch.Tensor, tname: str, dname: str, where: str) -> None:
+    """θ and a direction: finite vectors of one length, the direction non-zero; else a named error."""
+    require_vector(theta, tname, where)
+    require_vector(direction, dname, where, size=theta.numel(), nonzero=True)
+
+
 def doubling_h(h_min: float = 1e-12, decades: float = 13.0) -> np.ndarray:
     """Distances h_min·2^k covering at least `decades` decades.
 
@@ -113,6 +120,8 @@ def doubling_h(h_min: float = 1e-12, decades: float = 13.0) -> np.ndarray:
         >>> doubling_h(1e-3, 1.0).tolist()
         [0.001, 0.002, 0.004, 0.008, 0.016]
     """
+    h_min = require_real(h_min, "h_min", "lab.numerics.doubling_h", lo=0, lo_open=True)
+    decades = require_real(decades, "decades", "lab.numerics.doubling_h", lo=0, lo_open=True)
     n = int(np.ceil(decades * np.log2(10))) + 1
     return h_min * 2.0 ** np.arange(n)
 
@@ -147,7 +156,9 @@ def points_along(theta64: torch.Tensor, direction64: torch.Tensor, t: np.ndarray
     """
     if perturb not in PERTURB:
         raise ValueError(f"parameter 'perturb' = {perturb!r} is not allowed: expected one of {PERTURB}")
-    tt = torch.as_tensor(t, dtype=torch.float64, device=theta64.device)[:, None]
+    _same_vectors(theta64, direction64, "theta64", "direction64", "lab.numerics.points_along")
+    tt = torch.as_tensor(np.asarray(t, dtype=np.float64).reshape(-1), device=theta64.device)[:, None]
+    require_finite(tt, "parameter 't'", "lab.numerics.points_along")
     if perturb == "float64":
         return (theta64[None] + tt * direction64[None]).to(dtype)
     return theta64.to(dtype)[None] + tt.to(dtype) * direction64.to(dtype)[None]
@@ -222,6 +233,7 @@ def doubling_probe(loss_fn: Callable[[torch.Tensor], torch.Tensor], theta: torch
         ((5,), [2.0, 2.0, 2.0, 2.0, 2.0], 1.2)
     """
     forward_dtype = forward_dtype or dtype
+    _same_vectors(theta, direction, "theta", "direction", "lab.numerics.doubling_probe")
     th64, d64 = theta.detach().double(), direction.detach().double()
     h = doubling_h(h_min, decades)
     t = np.concatenate([[0.0], h, [2 * h[-1]]])
@@ -258,6 +270,7 @@ def ulp_threshold(theta: torch.Tensor, direction: torch.Tensor, dtype: torch.dty
         True
     """
     from lab.numerics.precision import neighbour
+    _same_vectors(theta, direction, "theta", "direction", "lab.numerics.ulp_threshold")
     th64 = theta.detach().double()
     stored = th64.to(dtype)
     d = direction.detach().double().to(th64.device)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lab.checks import require_finite, require_int, require_real
+
 __all__ = ["NOISE", "QUADRATIC", "STRUCTURE", "Regimes", "local_slope", "label_regimes"]
 
 NOISE, QUADRATIC, STRUCTURE = "noise", "quadratic", "structure"
@@ -46,6 +48,18 @@ class Regimes:
     curvature: float     # the common curvature FD/h² of the quadratic regime (NaN if there is none)
 
 
+def _curve(h, y, yname: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """h (positive, finite, 1-D, >= 2 points) and y of the same length, as float64 arrays; else a named error."""
+    h, y = np.asarray(h, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if h.ndim != 1 or len(h) < 2 or y.shape != h.shape:
+        raise ValueError(f"{where}: parameters 'h' and '{yname}' have shapes {h.shape} and {y.shape}: expected two 1-D "
+                         "arrays of one length >= 2")
+    require_finite(h, "parameter 'h'", where)
+    if np.any(h <= 0):
+        raise ValueError(f"{where}: parameter 'h' has {int(np.sum(h <= 0))} value(s) <= 0: expected step sizes > 0")
+    return h, y
+
+
 def local_slope(h: np.ndarray, y: np.ndarray) -> np.ndarray:
     """d log|y| / d log h by central differences (NaN where y is 0).
 
@@ -66,6 +80,7 @@ def local_slope(h: np.ndarray, y: np.ndarray) -> np.ndarray:
         >>> local_slope(h, h ** 2).round(6).tolist()
         [2.0, 2.0, 2.0, 2.0]
     """
+    h, y = _curve(h, y, "y", "lab.numerics.local_slope")
     with np.errstate(divide="ignore", invalid="ignore"):
         ly = np.log(np.abs(y))
     ly[~np.isfinite(ly)] = np.nan
@@ -126,8 +141,13 @@ def label_regimes(h: np.ndarray, fd: np.ndarray, fd_noise: float, snr: float = 1
         >>> float(np.log2(r.h_quadratic)), float(np.log2(r.h_structure)), round(r.curvature, 2)
         (-18.0, -5.0, 2.0)
     """
-    h = np.asarray(h, dtype=np.float64)
-    fd = np.asarray(fd, dtype=np.float64)
+    where = "lab.numerics.label_regimes"
+    h, fd = _curve(h, fd, "fd", where)
+    fd_noise = require_real(fd_noise, "fd_noise", where, lo=0)
+    snr = require_real(snr, "snr", where, lo=0, lo_open=True)
+    tol = require_real(tol, "tol", where, lo=0)
+    widen = require_real(widen, "widen", where, lo=0)
+    min_points = require_int(min_points, "min_points", where, lo=1)
     slope = local_slope(h, fd / h)
     signal = np.abs(fd) >= snr * fd_noise
     labels = np.where(signal, STRUCTURE, NOISE).astype(object)
