@@ -139,6 +139,7 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
     alpha: list[float] = []
     beta: list[float] = []
     eps = float(np.finfo(np.float64).eps)
+    eps_op = max(eps, float(torch.finfo(op.dtype).eps))   # float32 products cannot resolve a smaller β
     scale = 0.0
 
     def result(vals, res, src, order, converged):
@@ -161,7 +162,7 @@ def _lanczos_eigs(op: LinearOperator, k: int, which: str, tol: float, start_vec:
         ritz, s = (eigh_tridiagonal(np.asarray(alpha), np.asarray(beta)) if len(alpha) > 1
                    else (np.asarray(alpha), np.ones((1, 1))))
         scale = max(scale, float(np.abs(ritz).max()))
-        broke = b <= 100 * eps * scale
+        broke = b <= 100 * eps_op * scale          # β at the rounding level of the products: breakdown
         res_blk = b * np.abs(s[-1, :])
         floor = 100 * eps * max(scale, 1e-300)
         # a block that broke down spans an invariant subspace: its pairs are exact to rounding
