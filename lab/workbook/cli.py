@@ -1,4 +1,4 @@
-"""Command line: python -m lab {run,workbook,refresh,report,sweep,robustness,registry,new}."""
+"""Command line: python -m lab {run,workbook,refresh,report,sweep,robustness,registry,readme,new}."""
 from __future__ import annotations
 
 import argparse
@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                                            "CUDA) into runs/robustness/: a claim x condition verdict matrix")
     rb.add_argument("nb", nargs="*", help="chapters (default: all)")
     rb.add_argument("--matrix", default="default", help="conditions: default (seeds 0-4 native kernels 2 threads; "
-                    "seeds 0-1 ATEN_CPU_CAPABILITY=default and avx2; seed 0 one thread; CUDA when present) or ci "
+                    "seeds 0-1 ATEN_CPU_CAPABILITY=default and avx2; seed 0 one thread; 2 seeds drawn at random "
+                    "per matrix folder; CUDA when present) or ci "
                     "(seed 1, default kernels, one thread)")
     rb.add_argument("--seeds", default=None, help="comma-separated seeds replacing every condition's seeds")
     rb.add_argument("--workers", type=_count, default=None, metavar="N", help="workers per thread count "
@@ -96,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     reg = sub.add_parser("registry", help="rebuild results/claims_registry.csv (every version of every claim's "
                                           "threshold, from git history)")
     reg.add_argument("--check", action="store_true", help="exit 1 when the registry is not current")
+    rd = sub.add_parser("readme", help="rewrite README.md's chapter table from the committed chapters' runs")
+    rd.add_argument("--check", action="store_true", help="exit 1 when the table is not current")
     new = sub.add_parser("new", help="start a chapter: notebooks/NN_name.ipynb from notebooks/template.ipynb")
     new.add_argument("number", help="the chapter's two digits, e.g. 07 (not taken by another chapter)")
     new.add_argument("name", help="a lowercase identifier, e.g. flatness")
@@ -250,6 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sweep(args)
         elif args.cmd == "robustness":
             return _robustness(args)
+        elif args.cmd == "readme":
+            from lab.workbook.summary import update_readme
+
+            ok = update_readme(check=args.check)
+            print("README.md: the chapter table is " + ("current" if ok else "not current: run `python -m lab readme`"))
+            return 0 if ok else 1
         elif args.cmd == "registry":
             from lab.workbook.registry import main as registry_main
 

@@ -576,6 +576,17 @@ def _page_names(paths: list[Path]) -> list[str]:
     return names
 
 
+def _finding(chapter: str, claims: list[dict[str, Any]]) -> str:
+    """The chapter's finding paragraph from this run's claims (lab.workbook.summary), or '' when it declares none
+    or its template does not fit the run's numbers (a chapter run with other parameters may lack some)."""
+    from lab.workbook.summary import summarize
+
+    try:
+        return summarize(chapter, claims)
+    except (KeyError, ValueError, OSError):
+        return ""
+
+
 def _index_section(nb: nbformat.NotebookNode, path: Path, page: str, book: Path) -> str:
     """The index page's MyST section of one chapter: title, question, status, parameters, claims, key figure,
     link."""
@@ -588,9 +599,12 @@ def _index_section(nb: nbformat.NotebookNode, path: Path, page: str, book: Path)
     if state != "complete":
         parts.append(f"**{_status_text(state)}**")
     parts.append(question)
+    finding = _finding(path.name[:2], claims) if state == "complete" else ""
+    if finding:
+        parts.append(f"**What this run found.** {finding}")
     parts.append(f"*{_params_text(run_parameters(nb))}* Source: `{path.name}`.")
     parts.append(f"<p class='lab-tally'>{html.escape(_tally(claims, state))}"
-                 + (f": {html.escape(verdicts)}" if verdicts else "") + "</p>\n\n" + claims_table(claims))
+                 + (f": {html.escape(verdicts)}" if verdicts else "") + "</p>")
     fig = _key_figure(nb, page, book / "figures" / page, path)
     if fig is not None:
         rel = fig.relative_to(book).as_posix()

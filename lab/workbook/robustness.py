@@ -39,12 +39,38 @@ class Condition:
         return out
 
 
+FRESH: tuple[int, ...] = (-1,)  # placeholder: a matrix's fresh seeds, drawn once per matrix folder (fresh_seeds)
+N_FRESH = 2
+
+
+def fresh_seeds(out_dir: Path, n: int = N_FRESH) -> tuple[int, ...]:
+    """The matrix's fresh seeds: drawn at random (from [5, 10⁶), outside the chapters' usual 0–4) the first time
+    the matrix folder is planned, recorded in its fresh_seeds.json (and in the published conditions.json) and reused
+    when it resumes; a new matrix folder, or deleting the file, draws anew.
+    No threshold is tuned to seeds nobody has seen."""
+    import json
+    import secrets
+
+    path = Path(out_dir) / "fresh_seeds.json"
+    if path.is_file():
+        seeds = json.loads(path.read_text(encoding="utf-8")).get("seeds") or []
+        if seeds:
+            return tuple(int(x) for x in seeds)
+    rng = secrets.SystemRandom()
+    seeds = sorted(rng.sample(range(5, 10**6), n))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seeds": seeds, "drawn": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n",
+                    encoding="utf-8")
+    return tuple(seeds)
+
+
 MATRICES: dict[str, tuple[Condition, ...]] = {
     "default": (
         Condition("native·2t", (0, 1, 2, 3, 4)),
         Condition("avx2·2t", (0, 1), kernels="avx2"),
         Condition("default·1t", (0, 1), kernels="default", threads=1),
         Condition("native·1t", (0,), threads=1),
+        Condition("fresh·2t", FRESH),  # seeds drawn at random for this matrix (fresh_seeds.json), never tuned on
         Condition("cuda", (0,), device="cuda"),
     ),
     "ci": (Condition("default·1t", (1,), kernels="default", threads=1),),
@@ -114,6 +140,8 @@ def make_plan(chapters: Sequence[str] | None = None, matrix: str = "default", se
     for c in MATRICES[matrix]:
         if seeds is not None:
             c = Condition(c.name, tuple(int(s) for s in seeds), c.kernels, c.threads, c.device)
+        elif c.seeds == FRESH:
+            c = Condition(c.name, fresh_seeds(out_dir), c.kernels, c.threads, c.device)
         if c.device == "cuda" and not torch.cuda.is_available():
             skipped.append((c, "no CUDA GPU on this machine"))
             continue

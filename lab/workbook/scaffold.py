@@ -37,7 +37,8 @@ def _check_name(name: str) -> None:
 
 
 def new_chapter(number: str, name: str) -> Path:
-    """Create notebooks/<number>_<name>.ipynb from notebooks/template.ipynb and return its path.
+    """Create notebooks/<number>_<name>.ipynb from notebooks/template.ipynb (and its claims,
+    notebooks/claims/<number>.yaml, from notebooks/claims/NN.yaml) and return its path.
 
     The number is filled into the title, `CH` and the figure folder (figures/<number>/), the title gets the name;
     every cell gets a fresh id (c<number>-00, c<number>-01, ...) and no outputs or execution counts. Nothing is
@@ -80,9 +81,17 @@ def new_chapter(number: str, name: str) -> Path:
     nb.metadata.pop("papermill", None)
     nbformat.validate(nb)
     path = folder / f"{number}_{name}.ipynb"
+    claims_src, claims_dst = folder / "claims" / "NN.yaml", folder / "claims" / f"{number}.yaml"
+    if claims_dst.exists():
+        raise ValueError(f"parameter 'number' = {number!r} is not allowed: {claims_dst} exists (another chapter's "
+                         "claims)")
     try:
         with path.open("x", encoding="utf-8") as fh:  # exclusive: never overwrites, even when raced
             fh.write(nbformat.writes(nb))
     except FileExistsError:
         raise ValueError(f"parameter 'name' = {name!r} is not allowed: {path.name} exists") from None
+    if claims_src.is_file():  # the template's claims, to be replaced by the chapter's own
+        claims_dst.parent.mkdir(parents=True, exist_ok=True)
+        with claims_dst.open("x", encoding="utf-8") as fh:
+            fh.write(claims_src.read_text(encoding="utf-8").replace("chapter: NN", f"chapter: '{number}'", 1))
     return path
