@@ -15,6 +15,13 @@ from lab.curvature.activations import (
     activation_jacobian,
     layer_shapes,
 )
+from lab.curvature.distributed import (
+    SYNC,
+    DistributedHessianOperator,
+    DistributedOperator,
+    distributed_hvp_operator,
+    shard,
+)
 from lab.curvature.ggn import (
     FISHER_KINDS,
     BlockOperator,
@@ -75,3 +82,5 @@ __all__ += ["GGNOperator", "ggn_operator", "FisherOperator", "fisher_operator", 
             "per_class", "class_means", "StackPCA", "stack_pca", "LossProblem", "unpack_loss", "REDUCE",
             "layer_shapes", "activation_hessian", "activation_hessian_operator", "activation_jacobian",
             "require_independent_samples"]
+__all__ += ["DistributedOperator", "DistributedHessianOperator", "distributed_hvp_operator", "shard",  # issue #34
+            "SYNC"]
