@@ -209,28 +209,36 @@ def top_eigs(op_or_loss: LinearOperator | LossFn, theta: torch.Tensor | None = N
 
     The default method is plain Lanczos with full reorthogonalisation, checked after every product and stopped as
     soon as the k wanted Ritz pairs have converged: it needs no restarts and no more products than the Krylov space
-    that holds them (for the top eigenvalue of a network Hessian, typically 6–20). `method="arpack"` runs scipy's
-    eigsh (implicitly restarted Lanczos, a Krylov size of `ncv`) instead, for comparison.
+    that holds them (for the top eigenvalue of a network Hessian, typically 6–20). A breakdown (β ≈ 0: the Krylov
+    space is an invariant subspace, e.g. for a zero Hessian, a multiple of the identity or a low-rank one) is an exact
+    answer, not an error: Lanczos restarts there from a random vector orthogonal to the basis until no further copy
+    of a wanted eigenvalue can appear, so repeated eigenvalues come out with their multiplicity. `method="arpack"`
+    runs scipy's eigsh (implicitly restarted Lanczos, a Krylov size of `ncv`) instead, for comparison.
 
     Args:
         op_or_loss: an operator (`hvp_operator`, `minibatch_hvp_operator`, `dataloader_hvp_operator`,
             `DenseOperator`, ...) or a loss function θ (P,) ↦ scalar (then `theta` is required).
         theta: shape (P,); only needed with a loss function.
-        k: how many eigenpairs, 1 <= k < P.
+        k: how many eigenpairs, an integer, 1 <= k < P.
         which: "LA" (largest algebraic) or "SA" (smallest algebraic).
         tol: the relative residual at which a pair has converged: ‖Hv − λv‖ ≤ tol·|λ| (eigsh's meaning of tol).
-        seed: seeds the random start vector (unless v0).
-        v0: a start vector (P,), e.g. the previous top eigenvector when tracking sharpness during training.
+        seed: seeds the random start vector (unless v0) and the restart vectors, an integer >= 0.
+        v0: a finite, non-zero start vector (P,), e.g. the previous top eigenvector when tracking sharpness during
+            training.
         ncv: ARPACK's Krylov subspace size (method="arpack" only; default max(2k + 1, 20)).
         method: "lanczos" or "arpack".
-        max_steps: the most Lanczos steps (products) before giving up (default min(P, max(300, 30k))); a run that
-            does not converge in them warns and returns what it has.
+        max_steps: the most Lanczos steps (products) before giving up, an integer >= k (default
+            min(P, max(300, 30k))); a run that does not converge in them warns and returns what it has.
         exact_residuals: compute ‖Hv − λv‖ with one more product per pair; otherwise Lanczos's own estimate
             β_m·|s_mi|, which full reorthogonalisation keeps exact to rounding.
 
     Returns:
         `Eigs`: values (k,) descending, vectors (P, k) in the operator's dtype/device, residuals, n_hvp (every
         product, residual products included).
+
+    Raises:
+        ValueError / TypeError: a bad k, which, method, tol, seed, ncv, max_steps or v0, named in the message.
+        lab.checks.NonFiniteError: an operator product is not finite (checked by the operator itself).
 
     Example:
         >>> import torch
