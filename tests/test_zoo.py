@@ -270,13 +270,6 @@ def test_minibatches_of_structured_inputs(name: str) -> None:
     torch.testing.assert_close(op(v), h @ v, rtol=1e-9, atol=1e-11)
 
 
-_OPERATORS_MOVE_X = pytest.mark.xfail(
-    reason="lab/curvature/operators.py: DataLoaderOperator moves x by x.to(device) and both it and "
-           "minibatch_hvp_operator weight batches by len(x) (the number of keys of a dict, of tensors of a tuple); "
-           "they need lab.flat.to_inputs(x, device=...) and lab.flat.batch_size(x)", strict=False)
-
-
-@_OPERATORS_MOVE_X
 @pytest.mark.parametrize("name", ["tuple_inputs", "dict_inputs"])
 def test_dataloader_of_structured_inputs_with_unequal_batches(name: str) -> None:
     """A DataLoader yielding (x, y) with x a tuple or dict, batches of 4 and the rest: the full-batch Hessian."""
@@ -296,15 +289,7 @@ def test_dataloader_of_structured_inputs_with_unequal_batches(name: str) -> None
     torch.testing.assert_close(minibatch_hvp_operator(g, theta, uneven)(v), h @ v, rtol=1e-9, atol=1e-11)
 
 
-_LAYERNORM_BUG = pytest.mark.xfail(
-    reason="torch 2.14.1: torch.func.hessian (jacfwd(jacrev(f))) — which lab.curvature.dense_hessian calls — drops "
-           "terms of F.layer_norm's mixed second derivatives (weight × input), e.g. 0.35 off on residual_layernorm; "
-           "jacfwd(grad(f)), jacrev(grad(f)), autograd.functional.hessian and every HVP mode agree with finite "
-           "differences", strict=False)
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_LAYERNORM_BUG) if n in
-                                  ("residual_layernorm", "transformer_encoder", "tied_causal_lm") else n for n in ZOO])
+@pytest.mark.parametrize("name", ZOO)
 def test_zoo_dense_hessian(name: str) -> None:
     """lab.curvature.dense_hessian against torch.autograd.functional.hessian."""
     *_, f, theta, _, h = _build(name)

@@ -29,6 +29,7 @@ from lab.training.series import (
     ringing_period,
     rolling_std,
     spectral_peak,
+    spectral_peak_null,
     spike_count,
     time_to_target,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "detrend",
     "autocorrelation",
     "spectral_peak",
+    "spectral_peak_null",
     "intrinsic_std",
     "resampled_std",
     "log_error_spread",

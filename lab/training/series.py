@@ -9,8 +9,8 @@ import torch
 
 from lab.checks import require_finite
 
-__all__ = ["rolling_std", "detrend", "autocorrelation", "spectral_peak", "intrinsic_std", "resampled_std",
-           "log_error_spread", "ringing_period", "spike_count", "time_to_target"]
+__all__ = ["rolling_std", "detrend", "autocorrelation", "spectral_peak", "spectral_peak_null", "intrinsic_std",
+           "resampled_std", "log_error_spread", "ringing_period", "spike_count", "time_to_target"]
 
 
 
@@ -122,6 +122,43 @@ def spectral_peak(x: np.ndarray) -> tuple[float, float]:
     f, p = f[1:], p[1:]
     i = int(np.argmax(p))
     return float(1 / f[i]), float(p[i] / np.median(p))
+
+
+def spectral_peak_null(x: np.ndarray, n_shuffles: int = 200, q: float = 0.99, seed: int = 0) -> float:
+    """The q-quantile of `spectral_peak`'s ratio over random shuffles of x: what the largest peak reaches when the
+    same values carry no order (the null of "periodic"). A series whose own ratio exceeds it has a peak that
+    white noise with its distribution would give with probability below 1 − q.
+
+    Args:
+        x: the series, shape (n,), n >= 3 (converted to float64).
+        n_shuffles: random permutations, >= 10.
+        q: the quantile, in (0, 1).
+        seed: seed of the permutations.
+
+    Returns:
+        The quantile of the shuffled series' peak ratios, a float.
+
+    Example:
+        >>> import numpy as np
+        >>> from lab.training.series import spectral_peak, spectral_peak_null
+        >>> t = np.arange(128)
+        >>> x = np.sin(2 * np.pi * t / 8) + np.random.default_rng(0).standard_normal(128)
+        >>> bool(spectral_peak(x)[1] > spectral_peak_null(x, n_shuffles=100))
+        True
+        >>> noise = np.random.default_rng(1).standard_normal(128)
+        >>> bool(spectral_peak(noise)[1] > spectral_peak_null(noise, n_shuffles=100))
+        False
+    """
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if a.size < 3:
+        raise ValueError(f"parameter 'x' has {a.size} values: expected at least 3")
+    if isinstance(n_shuffles, bool) or not isinstance(n_shuffles, (int, np.integer)) or n_shuffles < 10:
+        raise ValueError(f"parameter 'n_shuffles' = {n_shuffles!r} is not allowed: expected an integer >= 10")
+    if not 0 < q < 1:
+        raise ValueError(f"parameter 'q' = {q!r} is not allowed: expected a number in (0, 1)")
+    require_finite(a, "x", "lab.training.spectral_peak_null")
+    rng = np.random.default_rng(seed)
+    return float(np.quantile([spectral_peak(rng.permutation(a))[1] for _ in range(int(n_shuffles))], q))
 
 
 def intrinsic_std(errors: torch.Tensor, batch: int) -> float:
