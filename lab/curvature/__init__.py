@@ -19,6 +19,7 @@ from lab.curvature.distributed import (
     SYNC,
     DistributedHessianOperator,
     DistributedOperator,
+    backend_for,
     distributed_hvp_operator,
     shard,
 )
@@ -83,4 +84,4 @@ __all__ += ["GGNOperator", "ggn_operator", "FisherOperator", "fisher_operator", 
             "layer_shapes", "activation_hessian", "activation_hessian_operator", "activation_jacobian",
             "require_independent_samples"]
 __all__ += ["DistributedOperator", "DistributedHessianOperator", "distributed_hvp_operator", "shard",  # issue #34
-            "SYNC"]
+            "SYNC", "backend_for"]

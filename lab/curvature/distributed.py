@@ -18,9 +18,9 @@ the ranks' vectors are bitwise equal (and raises on every rank if not); ``sync="
 - `DistributedHessianOperator` / `distributed_hvp_operator`: the Hessian of the mean loss over all shards.
 - `shard`: rank r's contiguous slice of (x, y) (tensor, tuple or dict inputs), for data every rank can load.
 
-Backends: "gloo" for θ on a CPU, "nccl" for θ on a GPU (`torchrun` sets up the process group's environment; see
-`torch.distributed.init_process_group`). An error inside one rank's product (e.g. a non-finite product) is
-reported on every rank instead of leaving the others waiting in the all-reduce.
+Backends: "gloo" for θ on a CPU, "nccl" for θ on a GPU (`backend_for(theta.device)`; `torchrun` sets up the
+process group's environment; see `torch.distributed.init_process_group`). An error inside one rank's product
+(e.g. a non-finite product) is reported on every rank instead of leaving the others waiting in the all-reduce.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from lab.checks import not_allowed, require_int, require_real
 from lab.curvature.operators import HessianOperator, LinearOperator
 from lab.flat import batch_size, to_inputs
 
-__all__ = ["SYNC", "DistributedOperator", "DistributedHessianOperator", "distributed_hvp_operator", "shard"]
+__all__ = ["SYNC", "DistributedOperator", "DistributedHessianOperator", "distributed_hvp_operator", "shard",
+           "backend_for"]
 
 SYNC = ("broadcast", "check", "none")
 
@@ -50,6 +51,24 @@ def _group(group: Any, where: str) -> tuple[int, int, str]:
                            "init_process_group('gloo' for CPU tensors, 'nccl' for GPU tensors) on every rank first "
                            "(torchrun sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)")
     return dist.get_rank(group), dist.get_world_size(group), str(dist.get_backend(group))
+
+
+def backend_for(device: torch.device | str) -> str:
+    """The torch.distributed backend for tensors on `device`: "nccl" for a CUDA device (where NCCL is built in),
+    else "gloo".
+
+    Args:
+        device: θ's device, e.g. ``theta.device``.
+
+    Returns:
+        "nccl" or "gloo", for `torch.distributed.init_process_group`.
+
+    Example:
+        >>> backend_for("cpu")
+        'gloo'
+    """
+    cuda = torch.device(device).type == "cuda"
+    return "nccl" if cuda and dist.is_available() and dist.is_nccl_available() else "gloo"
 
 
 def _fingerprint(t: torch.Tensor) -> torch.Tensor:
@@ -116,12 +135,12 @@ class DistributedOperator(LinearOperator):
                                          "group (NCCL reduces GPU tensors), or a 'gloo' group for CPU tensors", where))
         self.local, self.group, self.sync = local, group, sync
         self._src = 0 if group is None else dist.get_global_rank(group, 0)
-        # one all-gather: every rank's weight, size and θ fingerprint (float64 holds sizes and fingerprints exactly
-        # enough to compare: the fingerprints are compared as exact int64 below)
-        fp = _fingerprint(theta.to(self.device)) if theta is not None else torch.zeros(2, dtype=torch.int64,
-                                                                                        device=self.device)
-        mine = torch.stack([torch.tensor(weight, dtype=torch.float64, device=self.device),
-                            torch.tensor(float(self.size), dtype=torch.float64, device=self.device)])
+        # small exchanges (weights, sizes, fingerprints) on the device the backend gathers: NCCL's GPU, else the CPU
+        self._meta = self.device if self.backend == "nccl" else torch.device("cpu")
+        # two all-gathers: every rank's weight and size (float64), and its θ fingerprint (int64, compared exactly)
+        fp = _fingerprint(theta.to(self._meta)) if theta is not None else torch.zeros(2, dtype=torch.int64,
+                                                                                       device=self._meta)
+        mine = torch.tensor([float(weight), float(self.size)], dtype=torch.float64, device=self._meta)
         gathered = [torch.empty_like(mine) for _ in range(self.world_size)]
         fps = [torch.empty_like(fp) for _ in range(self.world_size)]
         dist.all_gather(gathered, mine, group=group)
@@ -145,7 +164,7 @@ class DistributedOperator(LinearOperator):
             vs = vs.contiguous() if self.rank == 0 else vs.clone(memory_format=torch.contiguous_format)
             dist.broadcast(vs, src=self._src, group=self.group)      # in place: never into the caller's tensor
         elif self.sync == "check":
-            fp = _fingerprint(vs)
+            fp = _fingerprint(vs).to(self._meta)
             fps = [torch.empty_like(fp) for _ in range(self.world_size)]
             dist.all_gather(fps, fp, group=self.group)
             bad = [r for r, f in enumerate(fps) if not torch.equal(f, fps[0])]

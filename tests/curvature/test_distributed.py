@@ -90,6 +90,9 @@ def _run_rank(rank: int, kind: str) -> dict:
         res["refused"] = "differs from rank 0" in str(e)
     # broadcast (the default): rank 1's own vector is ignored, rank 0's is applied on every rank
     res["hv_bcast"] = op(vs[:, 0] if rank == 0 else torch.zeros_like(vs[:, 0]))
+    # an empty shard (rank 1 holds nothing, rank 0 everything) contributes nothing and costs no product
+    lo0, hi0 = (0, N) if rank == 0 else (N, N)
+    res["hv_empty"] = DistributedHessianOperator(loss_on_batch, theta, _take(x, lo0, hi0), y[lo0:hi0])(vs[:, 0])
     # a non-finite product on rank 1 alone raises on every rank (none is left waiting in the all-reduce)
     factor = torch.inf if rank == 1 else 1.0
     bad = DistributedHessianOperator(lambda t, xb, yb: loss_on_batch(t, xb, yb) * factor, theta,
@@ -165,6 +168,7 @@ def test_two_ranks_agree_with_the_full_data_operator(two_ranks: list[dict], kind
         assert float((res["hV"] - ref["hV"]).abs().max()) <= 1e-13 * scale, r
         assert float((res["hv_check"] - ref["hv"]).abs().max()) <= 1e-13 * scale, r
         assert float((res["hv_bcast"] - ref["hv"]).abs().max()) <= 1e-13 * scale, r     # rank 0's vector
+        assert float((res["hv_empty"] - ref["hv"]).abs().max()) <= 1e-13 * scale, r
         assert abs(res["eigs"] - ref["eigs"]).max() <= 1e-10 * abs(ref["eigs"]).max(), (r, res["eigs"], ref["eigs"])
         assert abs(res["hutchpp"] - ref["hutchpp"]) <= 1e-10 * abs(ref["hutchpp"]), (r, res["hutchpp"])
         assert res["refused"], r
