@@ -45,6 +45,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# what `make new` needs to copy the template (nbformat, in the [workbook] extra): not the peers or the report stack
+BASE := $(VENV)/.installed-workbook
+$(BASE): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[workbook]"
+	touch $(BASE)
+
 # Debian's chromium, for the report's browser test (tests/workbook/test_report_browser.py: playwright drives it and
 # never downloads a browser of its own). Installed when absent and we are root with apt-get (a container, CI);
 # elsewhere nothing is done and the test skips, saying why. The stamp is written once the browser is there.
@@ -125,7 +132,7 @@ report-preview: $(STAMP)
 refresh: $(STAMP)
 	$(PY) -m lab refresh $(NB_LIST)
 
-new: $(STAMP)
+new: $(BASE)
 	@test -n "$(strip $(NB))" -a -n "$(NAME)" || { echo "usage: make new NB=07 NAME=flatness"; exit 2; }
 	$(PY) -m lab new $(NB_ONE) '$(subst ','\'',$(NAME))'
 

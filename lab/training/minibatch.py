@@ -28,7 +28,8 @@ class MinibatchRun:
         steps: optimizer steps taken.
         epochs: epochs taken (passes over the training set).
         reached: whether the full-batch training loss reached the target.
-        epoch_loss: the full-batch training loss after each epoch, shape (epochs,), float64.
+        epoch_loss: the full-batch training loss at each check (after each epoch, or every `check_every` steps),
+            float64; its last entry is the final point's.
     """
 
     theta: torch.Tensor
@@ -46,10 +47,10 @@ class MinibatchRun:
 def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                 theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, target: float,
                 max_steps: int, momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0,
-                progress: bool = False) -> MinibatchRun:
+                progress: bool = False, check_every: int | None = None) -> MinibatchRun:
     """SGD (torch.optim.SGD, heavy-ball momentum, coupled L2 weight decay) on shuffled minibatches until the
-    full-batch loss (without the weight-decay term) falls to `target`, checked after every epoch, or until
-    `max_steps` steps have been taken (then `reached` is False).
+    full-batch loss (without the weight-decay term) falls to `target`, checked after every epoch (or every
+    `check_every` steps), or until `max_steps` steps have been taken (then `reached` is False).
 
     Args:
         loss_on_batch: (θ, x, y) ↦ mean loss of a batch (`lab.flat.make_batch_loss_fn`).
@@ -64,6 +65,9 @@ def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tenso
         weight_decay: L2 coefficient (added to the gradient), >= 0.
         seed: seed of the shuffling generator.
         progress: show a progress bar over epochs.
+        check_every: steps between checks of the full-batch loss, >= 1; None checks after every epoch. A run
+            matched to a training loss should check often (1: every step), so that a small batch, with many steps
+            per epoch, does not overshoot the target by a whole epoch's progress.
 
     Returns:
         A `MinibatchRun`.
@@ -90,7 +94,10 @@ def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tenso
             ("max_steps", max_steps, isinstance(max_steps, int) and max_steps >= 1, "an integer >= 1"),
             ("momentum", momentum, isinstance(momentum, (int, float)) and 0 <= momentum < 1, "a number in [0, 1)"),
             ("weight_decay", weight_decay, isinstance(weight_decay, (int, float)) and weight_decay >= 0,
-             "a number >= 0")):
+             "a number >= 0"),
+            ("check_every", check_every, check_every is None or (isinstance(check_every, int)
+                                                                 and not isinstance(check_every, bool)
+                                                                 and check_every >= 1), "None or an integer >= 1")):
         if not ok:
             raise ValueError(f"parameter '{name}' = {v!r} is not allowed: expected {allowed}")
     require_finite(theta, "the starting θ", "lab.training.sgd_to_loss")
@@ -99,9 +106,20 @@ def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tenso
     gen = torch.Generator().manual_seed(seed)
     per_epoch = n // batch_size
     max_epochs = math.ceil(max_steps / per_epoch)
-    steps, losses, reached = 0, [], False
+    steps, losses, reached, epochs = 0, [], False, 0
+
+    def full_loss(where: str) -> float:
+        with torch.no_grad():
+            full = float(loss_on_batch(p, x, y))
+        if not math.isfinite(full):
+            raise NonFiniteError(f"lab.training.sgd_to_loss: the training loss is {full} {where} "
+                                 f"(B={batch_size}, lr={lr:g}): the run diverged; try a smaller learning rate")
+        losses.append(full)
+        return full
+
     for epoch in progress_bar(range(max_epochs), desc=f"SGD B={batch_size}", disable=not progress, leave=False):
         order = torch.randperm(n, generator=gen).to(x.device)
+        epochs = epoch + 1
         for i in range(per_epoch):
             if steps >= max_steps:
                 break
@@ -110,15 +128,16 @@ def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tenso
             loss_on_batch(p, x[idx], y[idx]).backward()
             opt.step()
             steps += 1
-        with torch.no_grad():
-            full = float(loss_on_batch(p, x, y))
-        if not math.isfinite(full):
-            raise NonFiniteError(f"lab.training.sgd_to_loss: the training loss is {full} after epoch {epoch} "
-                                 f"(B={batch_size}, lr={lr:g}): the run diverged; try a smaller learning rate")
-        losses.append(full)
-        if full <= target:
+            if check_every is not None and steps % check_every == 0 and full_loss(f"after step {steps}") <= target:
+                reached = True
+                break
+        if reached:
+            break
+        if check_every is None and full_loss(f"after epoch {epoch}") <= target:
             reached = True
             break
         if steps >= max_steps:
             break
-    return MinibatchRun(p.detach(), steps, len(losses), reached, np.array(losses, dtype=np.float64))
+    if check_every is not None and (not losses or steps % check_every):
+        reached = full_loss(f"after step {steps}") <= target  # the final point is always measured
+    return MinibatchRun(p.detach(), steps, epochs, reached, np.array(losses, dtype=np.float64))

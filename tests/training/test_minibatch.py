@@ -54,3 +54,20 @@ def test_divergence_is_reported():
     with pytest.raises(NonFiniteError, match="diverged"):
         sgd_to_loss(lambda p, xb, yb: f(p, xb, yb) * torch.exp(p.norm() ** 2), theta0, x, y, batch_size=64,
                     lr=1e3, target=0.0, max_steps=50, momentum=0.0)
+
+
+def test_per_step_checks_stop_at_the_first_step_below_the_target() -> None:
+    """check_every=1 stops at the first step whose full-batch loss is at or below the target, so a small batch does
+    not overshoot it by a whole epoch's progress (the matched-loss protocol of chapter 07)."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    f, theta0, _ = make_batch_loss_fn(net)
+    x = torch.randn(256, 4)
+    y = (x[:, 0] > 0).long()
+    per_step = sgd_to_loss(f, theta0, x, y, batch_size=4, lr=0.05, target=0.3, max_steps=5000, check_every=1)
+    per_epoch = sgd_to_loss(f, theta0, x, y, batch_size=4, lr=0.05, target=0.3, max_steps=5000)
+    assert per_step.reached and per_step.train_loss <= 0.3 < per_step.epoch_loss[-2]
+    assert len(per_step.epoch_loss) == per_step.steps
+    assert per_epoch.reached and per_epoch.train_loss <= per_step.train_loss  # the epoch check overshoots
+    with pytest.raises(ValueError, match="check_every"):
+        sgd_to_loss(f, theta0, x, y, batch_size=4, lr=0.05, target=0.3, max_steps=10, check_every=0)

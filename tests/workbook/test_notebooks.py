@@ -15,7 +15,7 @@ from lab.workbook.claims import MIMETYPE as CLAIM_MIMETYPE
 from lab.workbook.paths import NOTEBOOKS
 
 CHAPTERS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))  # the chapters; template.ipynb is not one
-VERDICT = re.compile(r"^C\d+[a-z]? (PASS|FAIL)  .+$")
+VERDICT = re.compile(r"^C\d+[a-z]? (PASS|FAIL|NOT TESTED)  .+$")
 TITLE = re.compile(r"^# \d\d · \S")
 SKIP_TAGS = {"skip-execution", "nbval-skip"}
 CHECKED = re.compile(r"^\s*#\s*NBVAL_CHECK_OUTPUT\b", re.M)
@@ -100,7 +100,7 @@ def claim_agreement(nb: nbformat.NotebookNode) -> list[str]:
     for c in nb.cells:
         if c.cell_type == "code" and CHECKED.search(c.source):
             for line in _text_lines(c):
-                m = re.match(r"^(C\d+[a-z]?) (PASS|FAIL)  ", line)
+                m = re.match(r"^(C\d+[a-z]?) (PASS|FAIL|NOT TESTED)  ", line)
                 if m:
                     if m[1] in verdicts:
                         out.append(f"claim {m[1]} has two verdict lines")
@@ -114,6 +114,12 @@ def claim_agreement(nb: nbformat.NotebookNode) -> list[str]:
             out.append(f"claim {cid} has no recorded numbers (Claims.check)")
         elif cid in verdicts and (verdicts[cid] == "PASS") != bool(rec.get("passed")):
             out.append(f"claim {cid}: its record and its verdict line disagree")
+        elif cid in verdicts and rec.get("status") not in (None, verdicts[cid]):
+            out.append(f"claim {cid}: its record's status and its verdict line disagree")
+        if rec is not None and rec.get("kind") not in ("finding", "check"):
+            out.append(f"claim {cid}: its record declares no kind (finding or check)")
+        if rec is not None and rec.get("kind") == "finding" and not rec.get("alternative"):
+            out.append(f"claim {cid}: a finding whose record names no alternative")
     concl = _outputs_with(nb, CONCLUSION_MIMETYPE)
     if len(concl) != 1:
         out.append(f"expected one generated conclusion (Claims.conclude), found {len(concl)}")
@@ -160,8 +166,9 @@ def _good() -> nbformat.NotebookNode:
         code("claims.introduce()", 3, outputs=[display({DECLARED_MIMETYPE: {"chapter": "01", "claims": [
             {"id": "C1"}, {"id": "C2a"}]}})]),
         code("claims.check('C1', True, x=1)", 4, outputs=[
-            display({CLAIM_MIMETYPE: {"id": "C1", "passed": True}, "text/plain": "C1 [PASS] x=1"}),
-            display({CLAIM_MIMETYPE: {"id": "C2a", "passed": True}, "text/plain": "C2a [PASS] y=2"})]),
+            display({CLAIM_MIMETYPE: {"id": "C1", "passed": True, "kind": "check"}, "text/plain": "C1 [PASS] x=1"}),
+            display({CLAIM_MIMETYPE: {"id": "C2a", "passed": True, "kind": "finding", "alternative": "u-free noise"},
+                     "text/plain": "C2a [PASS] y=2"})]),
         code("# NBVAL_CHECK_OUTPUT\nclaims.verdicts()", 5,
              outputs=[stream("C1 PASS  the floor is flat\nC2a PASS  it scales with u\n")]),
         code("claims.conclude()", 6, outputs=[display({CONCLUSION_MIMETYPE: {"chapter": "01",
