@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -38,9 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="execute one chapter into runs/ (optionally with parameters)")
     run.add_argument("nb", help="chapter: 01, 01_noise_floor or notebooks/01_noise_floor.ipynb")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     help="override a parameter (value parsed like YAML: 3, 1e-3, true, [1,2], float64)")
+                     help="override a parameter (value parsed like YAML: 3, 1e-3, -1e-3, true, [1,2], float64; "
+                          "the two words after -p are always NAME and VALUE, even when VALUE begins with '-')")
     run.add_argument("-y", "--yaml", default=None, help="parameters as a YAML mapping string")
-    run.add_argument("--name", default=None, help="output notebook name (default derived from parameters)")
+    run.add_argument("--name", default=None, help="output notebook name (default derived from the parameters: a "
+                     "rerun with the same parameters replaces the earlier run). A --name that exists is refused "
+                     "unless --replace is given; a name beginning with another chapter's number (01_…) or ending "
+                     "in .failed is always refused")
+    run.add_argument("--replace", action="store_true", help="with --name: replace an existing run of that name")
+    run.add_argument("--out-dir", default=None, help="folder of the run (default runs/; inside the repository "
+                     "only under runs/)")
     run.add_argument("--timeout", type=_seconds, default=None, help="per-cell timeout in seconds")
     run.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
     run.add_argument("--help-params", action="store_true", help="list the chapter's parameters (type, default, "
@@ -220,9 +228,48 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if res.n_failed else 0
 
 
+def _take_parameters(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """argv without the `-p NAME VALUE` (or --parameter) triples of the run subcommand, and their pairs in order.
+
+    argparse reads a VALUE beginning with '-' (-1e-3, -inf) as an option and fails ("expected 2 arguments"): the two
+    words after -p are taken here as they are. A -p missing its words is left for argparse to report."""
+    first = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if first is None or argv[first] != "run":
+        return argv, []
+    rest, pairs, i = argv[:first + 1], [], first + 1
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest.extend(argv[i:])
+            break
+        if a in ("-p", "--parameter") and i + 2 < len(argv):
+            pairs.append((argv[i + 1], argv[i + 2]))
+            i += 3
+            continue
+        rest.append(a)
+        i += 1
+    return rest, pairs
+
+
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    """What was running when Ctrl-C came, in a few words (runner.Interrupted says it itself)."""
+    what = getattr(exc, "what", None)
+    if what:
+        return what
+    if args.cmd == "refresh":
+        return "refresh (a chapter is replaced only when it ran to the end: the one running now is unchanged)"
+    if args.cmd in ("sweep", "robustness"):
+        return f"{args.cmd} (finished points are kept: rerun the same command to resume)"
+    nbs = getattr(args, "nb", None)
+    return " ".join([args.cmd] + ([nbs] if isinstance(nbs, str) else list(nbs or [])))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    argv, taken = _take_parameters(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
+    if args.cmd == "run":
+        args.parameter = taken + args.parameter
     from papermill.exceptions import PapermillExecutionError
 
     from lab.workbook import runner
@@ -238,8 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ValueError(f"-y expects a YAML mapping, got {args.yaml!r}")
                 params.update(loaded)
             params.update(runner.parse_cli_params(args.parameter))
+            if args.replace and args.name is None:
+                raise ValueError("--replace goes with --name (a run without --name always replaces the earlier run "
+                                 "of the same parameters)")
+            out_dir = {"out_dir": Path(args.out_dir)} if args.out_dir else {}
             out = runner.run_chapter(args.nb, params or None, name=args.name, progress=not args.no_progress,
-                                     timeout=args.timeout)
+                                     timeout=args.timeout, replace=args.replace, **out_dir)
             print(out)
         elif args.cmd == "workbook":
             runner.run_workbook(args.nb or None)
@@ -290,9 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: cannot write {exc.filename or ''}: {why} (is runs/ read-only? point --out-dir or "
               "LAB_FIGURES/LAB_RESULTS elsewhere)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing half-written was kept (finished sweep points are; rerun to resume)",
-              file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while we exit prints no traceback
+        print(f"interrupted: {_interrupted(args, exc)}", file=sys.stderr)
         return 130
     except runner.WorkbookError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
+import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -141,6 +144,36 @@ def declared_parameters(nb_path: str | Path) -> dict[str, dict[str, Any]]:
 SPEC_RE = re.compile(r'^\s*"(\w+)":\s*(\w+\(.*\)),?\s*$')
 
 
+def _rules_in(source: str) -> dict[str, str]:
+    """name → its rule's source text, from the rules dict passed to start_chapter(...) or validate(...) in a
+    chapter's validation cell (several rules on one line are told apart); a line-by-line reading when the cell
+    does not parse."""
+    import ast
+
+    src = "\n".join(ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!")))  # no magics
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        tree = None
+    out: dict[str, str] = {}
+    if tree is not None:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                    "start_chapter", "start", "validate"):
+                for arg in [*node.args, *(k.value for k in node.keywords)]:
+                    if isinstance(arg, ast.Dict):
+                        for k, v in zip(arg.keys, arg.values, strict=True):
+                            if isinstance(k, ast.Constant) and isinstance(k.value, str):
+                                out[k.value] = " ".join((ast.get_source_segment(src, v) or "?").split())
+        if out:
+            return out
+    for line in source.splitlines():
+        m = SPEC_RE.match(line)
+        if m:
+            out[m[1]] = m[2]
+    return out
+
+
 def parameter_help(nb: str | Path) -> str:
     """A chapter's parameters, one a line: name, type, default, what `start_chapter` allows, and the comment —
     from the `parameters` cell (papermill's reading) and the validation cell after it."""
@@ -150,10 +183,7 @@ def parameter_help(nb: str | Path) -> str:
     cells = nbformat.read(path, as_version=4).cells
     for i, cell in enumerate(cells):
         if "parameters" in cell.metadata.get("tags", []) and i + 1 < len(cells):
-            for line in cells[i + 1].source.splitlines():
-                m = SPEC_RE.match(line)
-                if m:
-                    allowed[m[1]] = m[2]
+            allowed = _rules_in(cells[i + 1].source)
             break
     width = max((len(n) for n in declared), default=4)
     lines = [f"{path.name}: {len(declared)} parameters (python -m lab run {path.stem[:2]} -p NAME VALUE)"]
@@ -244,17 +274,35 @@ def _kernel_env(env: dict[str, str] | None = None) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _quiet_kernel_manager(log: Path) -> type:
+    """A jupyter_client kernel manager whose kernel writes its own stdout and stderr (IPKernelApp's log: the
+    unencrypted-TCP warning, the KeyboardInterrupt that a shutdown's interrupt makes it log, zmq tracebacks when the
+    runner stops it) to the file log instead of the terminal. Cell outputs still go to the notebook."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            with open(log, "ab") as fh:  # the kernel keeps its own copy of the descriptor
+                kw["stdout"] = kw["stderr"] = fh
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return QuietKernelManager
+
+
 def execute(src: Path, out: Path, params: dict[str, Any] | None, progress: bool,
-            timeout: float | None, env: dict[str, str] | None = None) -> None:
-    """Run papermill on src into out, with the python3 kernel in the notebook's folder and `env` set for it."""
+            timeout: float | None, env: dict[str, str] | None = None, kernel_log: Path | None = None) -> None:
+    """Run papermill on src into out, with the python3 kernel in the notebook's folder and `env` set for it; the
+    kernel's own log goes to the file kernel_log (default: nowhere), never to the terminal."""
     import papermill
 
     kwargs: dict[str, Any] = {}
     if timeout is not None:
         kwargs["execution_timeout"] = timeout
+    log = Path(kernel_log) if kernel_log is not None else Path(os.devnull)
     with _kernel_env(env):
         papermill.execute_notebook(str(src), str(out), parameters=params or None, kernel_name="python3",
-                                   cwd=str(src.parent), progress_bar=progress, **kwargs)
+                                   cwd=str(src.parent), progress_bar=progress,
+                                   kernel_manager_class=_quiet_kernel_manager(log), **kwargs)
 
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,119}$")
@@ -323,18 +371,137 @@ def _move_tree(src: Path, dest: Path, marker: str | None = None) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (SIGINT); what says what was running and what was kept, in a few words."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+_CHAPTER_NUMBER = re.compile(r"^([0-9][0-9])_")
+
+
+def check_run_name(src: Path, name: str) -> str:
+    """A --name for a run of src (check_name's rules, …ipynb added), refused when it is another chapter's: a name
+    beginning with another chapter's number (01_noise_floor, 01_x) is what the report reads as that chapter's runs,
+    and one ending in .failed is where a failed run is kept."""
+    fname = check_name(name)
+    stem = fname.removesuffix(".ipynb")
+    if stem.endswith(".failed"):
+        raise ValueError(f"--name {name!r} is not allowed: <name>.failed.ipynb is where a failed run of <name> is "
+                         "kept; choose a name not ending in .failed")
+    m = _CHAPTER_NUMBER.match(stem)
+    own = _CHAPTER_NUMBER.match(Path(src).stem)
+    if m and not (own and own[1] == m[1]):
+        owner = next((c for c in list_chapters() if c.stem[:2] == m[1]), None)
+        if owner is not None:
+            what = ("is chapter {n}'s default run name" if stem == owner.stem else
+                    "begins with chapter {n}'s number").format(n=m[1])
+            raise ValueError(f"--name {name!r} is not allowed for {Path(src).name}: it {what}, and the report reads "
+                             f"runs named {m[1]}_… as chapter {m[1]}'s results ({owner.stem}); choose a name not "
+                             "beginning with another chapter's number")
+    return fname
+
+
+OWNER = "owner.json"  # inside a run's temporary folder: who made it (pid, host), when, for which run name
+_STARTED = time.time()  # this process's start, as far as the runner knows: a folder made before it is not ours
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this id exists on this machine (one we may not signal exists too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+_PART_DIR = re.compile(r"^\.(?P<stem>.+)\.[A-Za-z0-9_]{8}\.part$")  # run_chapter's mkdtemp(prefix=.<stem>., …)
+
+
+def stale_parts(out_dir: Path = RUNS) -> list[dict[str, Any]]:
+    """The temporary folders (.<name>.<random>.part) that killed runs left in out_dir: made before this process
+    started, by a process of this machine that is gone (a folder without an owner record counts as gone; one made on
+    another host is never judged). Each as {"path", "name" (the run's file name), "pid", "host", "started"}."""
+    out = []
+    d = Path(out_dir)
+    if not d.is_dir():
+        return out
+    for folder in sorted(d.glob(f".*{PART}")):
+        m = _PART_DIR.match(folder.name)
+        if not m or not folder.is_dir():
+            continue
+        rec: dict[str, Any] = {}
+        try:
+            rec = json.loads((folder / OWNER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            rec = {}
+        try:
+            started = float(rec.get("started") or folder.stat().st_mtime)
+        except (OSError, TypeError, ValueError):
+            continue
+        if started >= _STARTED or rec.get("host", socket.gethostname()) != socket.gethostname():
+            continue
+        pid = rec.get("pid")
+        if isinstance(pid, int) and _pid_alive(pid):
+            continue
+        out.append({"path": folder, "name": rec.get("name") or f"{m['stem']}.ipynb", "pid": pid,
+                    "host": rec.get("host"), "started": started})
+    return out
+
+
+def _describe(parts: list[dict[str, Any]]) -> str:
+    """Stale folders as 'runs/.a.x1.part (pid 12, 2026-12-07 16:02)', comma-separated."""
+    def one(p: dict[str, Any]) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p["started"]))
+        who = f"pid {p['pid']}, " if p["pid"] is not None else ""
+        return f"{p['path'].parent.name}/{p['path'].name} ({who}{when})"
+
+    return ", ".join(one(p) for p in parts)
+
+
+def report_stale_parts(out_dir: Path = RUNS, but: str | None = None) -> str | None:
+    """One line naming the stale temporary folders of killed runs in out_dir (except those of the run name `but`,
+    which that run cleans), or None when there are none."""
+    parts = [p for p in stale_parts(out_dir) if p["name"] != but]
+    if not parts:
+        return None
+    return (f"note: {len(parts)} folder(s) left by killed runs: {_describe(parts)}; each is removed at the next run "
+            "of its name (or delete it)")
+
+
+def clean_stale_parts(out_dir: Path, fname: str) -> str | None:
+    """Remove the stale temporary folders that killed runs named fname left in out_dir; one line saying so, or
+    None when there were none."""
+    parts = [p for p in stale_parts(out_dir) if p["name"] == fname]
+    for p in parts:
+        shutil.rmtree(p["path"], ignore_errors=True)
+    if not parts:
+        return None
+    return f"removed {len(parts)} folder(s) left by killed runs of {fname}: {_describe(parts)}"
+
+
 def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: Path = RUNS,
-                name: str | None = None, progress: bool = True, timeout: float | None = None) -> Path:
+                name: str | None = None, progress: bool = True, timeout: float | None = None,
+                replace: bool = False, report_stale: bool = True) -> Path:
     """Execute a chapter (optionally parameterized) into out_dir and return the executed notebook's path.
 
     The run writes to a hidden temporary folder in out_dir and appears only on success: out_dir/<name>.ipynb and
-    its figures and tables in out_dir/<name>/ (never the committed figures/). A run that fails is kept as
-    out_dir/<name>.failed.ipynb (the error inside) and the exception re-raised; one that is killed leaves only its
-    hidden temporary folder (.<name>.<random>.part), which no report reads.
+    its figures and tables in out_dir/<name>.files/ (never the committed figures/). A run that fails is kept as
+    out_dir/<name>.failed.ipynb (the error inside) and the exception re-raised (Ctrl-C: `Interrupted`); one that is
+    killed leaves only its hidden temporary folder (.<name>.<random>.part, with its owner's pid), which no report
+    reads and the next run of that name removes, saying so on stderr (report_stale: other names' are listed too).
+
+    Without `name`, the run's name comes from its parameters and replaces the earlier run of the same chapter and
+    parameters. A `name` must not be another chapter's (`check_run_name`), and an existing run of that name is
+    replaced only with replace=True (ValueError otherwise).
     """
     src = resolve_notebook(nb)
     check_params(src, params)
-    fname = output_name(src.stem, params) if name is None else check_name(name)
+    fname = output_name(src.stem, params) if name is None else check_run_name(src, name)
     if name is not None and params and fname == output_name(src.stem, None):
         raise ValueError(f"parameter 'name' = {name!r} is not allowed with parameters: it is the name of the "
                          "chapter's default run, which the report shows as the chapter's result")
@@ -342,14 +509,23 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
     out = out_dir / fname
     if is_inside(out, NOTEBOOKS) or out.resolve() == src:
         raise ValueError(f"refusing to write run output {out} over/among the source notebooks")
+    if name is not None and out.exists() and not replace:
+        raise ValueError(f"--name {name!r}: {out} exists (an earlier run); pass --replace to replace it, or choose "
+                         "another --name")
     files = run_files(out)
     if files.exists() and not (files / FILES_MARK).exists():
         raise ValueError(f"refusing to replace {files}: it exists and was not made by a run; choose another --name")
     out_dir.mkdir(parents=True, exist_ok=True)
+    for line in (clean_stale_parts(out_dir, fname), report_stale_parts(out_dir, but=fname) if report_stale else None):
+        if line:
+            print(line, file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=PART, dir=out_dir))
+    (tmp / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                                         "name": fname, "source": src.name}), encoding="utf-8")
     env = {"LAB_FIGURES": str(tmp / "files" / "figures"), "LAB_RESULTS": str(tmp / "files" / "results")}
     part = tmp / fname
-    status, error, commit = "complete", None, source_commit()
+    failed = out.with_name(f"{out.stem}.failed.ipynb")
+    status, error, commit, kept = "complete", None, source_commit(), "nothing was kept"
     try:
         execute(src, part, params, progress, timeout, env)
     except BaseException as exc:
@@ -357,7 +533,6 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
     try:
         if part.exists():
             done = nbformat.read(part, as_version=4)
-            failed = out.with_name(f"{out.stem}.failed.ipynb")
             complete = status == "complete"
             # a failed run's files are discarded: its notebook points at none (never at an earlier run's)
             _rewrite(done, str(tmp / "files"), str(files) if complete else "(discarded: the run did not complete)")
@@ -373,8 +548,11 @@ def run_chapter(nb: str | Path, params: dict[str, Any] | None = None, out_dir: P
                 failed.unlink(missing_ok=True)  # an earlier failed attempt of this run
             else:
                 write_atomic(failed, lambda t: nbformat.write(done, str(t)))
+                kept = f"the partial run is kept as {failed}"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if isinstance(error, KeyboardInterrupt):
+        raise Interrupted(f"run of {src.name} into {out}; {kept}") from None
     if error is not None:
         raise error
     return out
@@ -504,6 +682,9 @@ def run_workbook(chapters: Iterable[str | Path] | None = None, out_dir: Path = R
     if not sources:
         raise ValueError(f"no chapters found in {NOTEBOOKS}")
     start = time.perf_counter()
+    stale = report_stale_parts(out_dir)
+    if stale:
+        print(stale, file=sys.stderr)
     executed: list[Path] = []
     failed: list[str] = []
     bar = tqdm(sources, desc="workbook", unit="chapter")
@@ -512,7 +693,7 @@ def run_workbook(chapters: Iterable[str | Path] | None = None, out_dir: Path = R
         t0 = time.perf_counter()
         out = Path(out_dir) / output_name(src.stem, None)
         try:
-            run_chapter(src, out_dir=out_dir, progress=False)
+            run_chapter(src, out_dir=out_dir, progress=False, report_stale=False)
             status = "ok"
         except Exception as exc:  # noqa: BLE001 - report and keep going
             failed.append(src.stem)
