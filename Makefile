@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 BROWSER := $(VENV)/.browser
 NB     ?=
 NAME   ?=
+EDIT   ?=
 PARAMS ?=
 GRID   ?=
 SWEEP_ARGS ?=
@@ -34,7 +35,8 @@ help:
 	@echo "make new NB=07 NAME=flatness   start notebooks/07_flatness.ipynb from notebooks/template.ipynb"
 	@echo "make report     rebuild report/ (Jupyter Book, offline) from the default runs in runs/"
 	@echo "make report-preview   the report of the committed chapters in notebooks/, into runs/report-preview/"
-	@echo "make lab        JupyterLab"
+	@echo "make lab [EDIT=1]   JupyterLab: the committed chapters read-only (save copies under runs/lab/); EDIT=1"
+	@echo "               saves over them"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -136,10 +138,12 @@ new: $(BASE)
 	@test -n "$(strip $(NB))" -a -n "$(NAME)" || { echo "usage: make new NB=07 NAME=flatness"; exit 2; }
 	$(PY) -m lab new $(NB_ONE) '$(subst ','\'',$(NAME))'
 
-# JupyterLab on the notebooks; as root (a container, CI) it needs --allow-root. It prints the URL to open.
+# JupyterLab on the repository, opening notebooks/; as root (a container, CI) it needs --allow-root. It prints the URL
+# to open. The committed notebooks/ and figures/ are read-only in it (lab.workbook.jupyter): save copies under
+# runs/lab/, or EDIT=1 to save over the chapters.
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[jupyter]"
-	$(VENV)/bin/jupyter lab notebooks/ --no-browser $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	$(PY) -m lab.workbook.jupyter --no-browser $(if $(EDIT),--edit-chapters) $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 clean:
 	rm -rf runs report
