@@ -38,6 +38,7 @@ def _manager(**config: object) -> jupyter.ChapterGuard:
 
 
 def _git_status(*paths: str) -> str:
+    """git status of paths (other sessions may be changing other chapters meanwhile)."""
     return subprocess.run(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", "--",
                            *paths], cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
@@ -58,8 +59,10 @@ def _as_jupyterlab_rewrites_it(model: dict) -> dict:
 def test_make_lab_serves_the_committed_chapters_read_only_and_refuses_to_save_them() -> None:
     cm = _manager()
     checkpoint = ROOT / "notebooks" / ".ipynb_checkpoints" / "07_flatness-checkpoint.ipynb"  # git-ignored
-    before, status, had_checkpoint = (ROOT / CHAPTER).read_bytes(), _git_status("notebooks", "figures"), \
-        checkpoint.exists()
+    before, status, had_checkpoint = (ROOT / CHAPTER).read_bytes(), _git_status(CHAPTER), checkpoint.exists()
+    targets = ["notebooks/Untitled.ipynb", "notebooks/07_copy.ipynb", "notebooks/07_renamed.ipynb",
+               "notebooks/README.md", "figures/new"]
+    assert not [t for t in targets if (ROOT / t).exists()]
 
     async def session() -> None:
         model = await cm.get(CHAPTER)
@@ -82,7 +85,8 @@ def test_make_lab_serves_the_committed_chapters_read_only_and_refuses_to_save_th
 
     asyncio.run(session())
     assert (ROOT / CHAPTER).read_bytes() == before  # byte-identical
-    assert _git_status("notebooks", "figures") == status  # nothing new, nothing changed
+    assert _git_status(CHAPTER) == status and (ROOT / "README.md").exists()
+    assert not [t for t in targets if (ROOT / t).exists()] and not list((ROOT / "notebooks").glob("Untitled*"))
     assert checkpoint.exists() == had_checkpoint
 
 
@@ -174,7 +178,7 @@ def test_a_jupyter_server_with_make_labs_options_refuses_a_put_over_a_chapter(tm
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
-    before, status = (ROOT / CHAPTER).read_bytes(), _git_status("notebooks", "figures")
+    before, status = (ROOT / CHAPTER).read_bytes(), _git_status(CHAPTER)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -195,4 +199,4 @@ def test_a_jupyter_server_with_make_labs_options_refuses_a_put_over_a_chapter(tm
         server.wait(timeout=30)
         for p in [*(RUNS / "lab").glob("test-*.ipynb"), *(RUNS / "lab" / ".ipynb_checkpoints").glob("test-*")]:
             p.unlink()
-    assert (ROOT / CHAPTER).read_bytes() == before and _git_status("notebooks", "figures") == status
+    assert (ROOT / CHAPTER).read_bytes() == before and _git_status(CHAPTER) == status
