@@ -89,3 +89,16 @@ def test_matrix_records_verdicts_kernels_and_threads(tmp_path: Path, monkeypatch
     assert set(meta["chapter_seconds"]["97_robustness"]) == {"1"}         # both conditions ran at 1 thread
     assert rb.published_seconds(tmp_path / "pub" / "conditions.json") == meta["chapter_seconds"]
     assert rb.published_seconds(tmp_path / "missing.json") == {}
+
+
+def test_fresh_seeds_are_drawn_once_per_matrix_folder(tmp_path) -> None:
+    """The default matrix's fresh·2t condition runs at seeds drawn at random outside 0–4, recorded in the matrix
+    folder and reused when it resumes; another folder draws its own."""
+    from lab.workbook import robustness as rb
+
+    a = rb.fresh_seeds(tmp_path / "m1")
+    assert len(a) == rb.N_FRESH and all(5 <= s < 10**6 for s in a)
+    assert rb.fresh_seeds(tmp_path / "m1") == a
+    assert (tmp_path / "m1" / "fresh_seeds.json").is_file()
+    assert any(c.seeds == rb.FRESH for c in rb.MATRICES["default"])
+    assert not any(c.seeds == rb.FRESH for c in rb.MATRICES["ci"])
