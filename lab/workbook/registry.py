@@ -97,8 +97,11 @@ def chapter_history(chapter: str, root: Path = ROOT) -> list[dict[str, str]]:
                 continue
             versions[cid] = versions.get(cid, 0) + 1
             last[cid] = cur
+            declared = [r for r in c.get("revised") or [] if isinstance(r, dict) and r.get("reason")]
+            reason = ("first registered" if versions[cid] == 1
+                      else str(declared[-1]["reason"]) if declared else subject)  # the reason given with the change
             rows.append({"chapter": chapter, "claim": cid, "version": str(versions[cid]), "commit": commit[:7],
-                         "date": date, **cur, "reason": "first registered" if versions[cid] == 1 else subject})
+                         "date": date, **cur, "reason": reason})
     return rows
 
 

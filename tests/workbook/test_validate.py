@@ -121,3 +121,14 @@ def test_types_are_checked_before_relations(values: dict, named: str) -> None:
 def test_a_relation_that_raises_is_named() -> None:
     with pytest.raises(ParameterError, match=r"'d' = 0: d must divide n \(could not be checked: ZeroDivisionError"):
         validate({"n": 4, "d": 0}, {"n": integer(0), "d": integer(0)}, [("d", lambda: 4 % 0 == 0, "d must divide n")])
+
+
+def test_help_params_tells_each_parameters_own_rule() -> None:
+    """--help-params reads the rules dict of the validation cell, so rules sharing a source line stay apart."""
+    from lab.workbook.runner import _rules_in
+
+    cell = ('CH = "02"\nC = start_chapter(CH, globals(), {"n": integer(10, 10**6), "d": integer(1, 4096),\n'
+            '    "noise_std": real(0.0, 100.0), "device": choice("cpu", "cuda")})\n')
+    assert _rules_in(cell) == {"n": "integer(10, 10**6)", "d": "integer(1, 4096)", "noise_std": "real(0.0, 100.0)",
+                               "device": 'choice("cpu", "cuda")'}
+    assert _rules_in("%matplotlib inline\n" + cell)["d"] == "integer(1, 4096)"
