@@ -8,10 +8,12 @@ alike. Then each method runs once more for its peak memory: the resident set's h
 before the call (Linux /proc/self/clear_refs, glibc's heap trimmed first and large blocks mmapped, so freed memory
 returns to the system and is not reused unseen).
 
-The table: accuracy, operator products (HVPs), time (min and median), peak memory, and the ratios lab / best peer
-(median time, memory) — and results/bench.csv with the machine, the versions and the date. Accuracy is against a
-float64 reference: eigenvalues against lab's Lanczos at tol 1e-12 on the float64 operator; traces against the dense
-Hessian of a 49-16-10 net on pooled images (P = 970); the plane against its float64 evaluation.
+The table: accuracy, operator products (HVPs), time (min and median), peak memory, the process's CPU seconds
+(median; robust to a shared machine's descheduling, which inflates wall time), and the ratios lab / best peer
+(median time, median CPU time, memory) — and results/bench.csv with the machine, the versions and the date.
+Accuracy is against a float64 reference: eigenvalues against lab's Lanczos at tol 1e-12 on the float64 operator;
+traces against the dense Hessian of a 49-16-10 net on pooled images (P = 970); the plane against its float64
+evaluation.
 
 Set-up is timed where the method pays it (the eigen, SLQ and plane rows build their operators inside the timed call;
 the trace rows time estimators on an operator built before, as "an estimator takes a built operator" means).
@@ -163,6 +165,7 @@ class Method:
     run: Callable[[object], dict]
     prepare: Callable[[int], object] = lambda rep: None
     times: list = field(default_factory=list)
+    cpu: list = field(default_factory=list)     # the process's CPU seconds per call (all its threads)
     out: dict = field(default_factory=dict)
     peak: float | None = None
 
@@ -179,10 +182,12 @@ class Problem:
     quick: bool
 
 
-def _timed(fn: Callable[[], dict]) -> tuple[float, dict]:
-    t = time.perf_counter()
+def _timed(fn: Callable[[], dict]) -> tuple[float, float, dict]:
+    """(wall seconds, process CPU seconds, fn's results). CPU time is what a machine shared with other jobs does not
+    inflate by descheduling (though OpenMP threads spinning while they wait do count)."""
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - t, (out or {})
+    return time.perf_counter() - t, time.process_time() - c, (out or {})
 
 
 def run_row(methods: list[Method], reps: int, memory: bool) -> list[Method]:
@@ -190,8 +195,9 @@ def run_row(methods: list[Method], reps: int, memory: bool) -> list[Method]:
         k = rep % len(methods)
         for m in methods[k:] + methods[:k]:       # rotated: no method always first or last
             state = m.prepare(rep)
-            t, out = _timed(lambda m=m, state=state: m.run(state))
+            t, c, out = _timed(lambda m=m, state=state: m.run(state))
             m.times.append(t)
+            m.cpu.append(c)
             for key, v in out.items():
                 m.out.setdefault(key, []).append(v)
     if memory:
@@ -740,6 +746,8 @@ def table(rows: dict[str, list[Method]]) -> list[dict]:
         peers = [m for m in methods if m.kind == "peer" and accurate(m)]
         t_lab = min(statistics.median(m.times) for m in lab)
         t_peer = min((statistics.median(m.times) for m in peers), default=None)
+        c_lab = min(statistics.median(m.cpu) for m in lab)
+        c_peer = min((statistics.median(m.cpu) for m in peers), default=None)
         mem = [m.peak for m in lab if m.peak is not None]
         mem_peer = [m.peak for m in peers if m.peak is not None]
         for m in methods:
@@ -749,6 +757,8 @@ def table(rows: dict[str, list[Method]]) -> list[dict]:
                 t_min=min(m.times), t_median=statistics.median(m.times),
                 peak_mb=m.peak if m.peak is not None else "",
                 time_ratio=(t_lab / t_peer) if (m.kind == "lab" and t_peer) else "",
+                cpu_median=statistics.median(m.cpu),
+                cpu_ratio=(c_lab / c_peer) if (m.kind == "lab" and c_peer) else "",
                 memory_ratio=(min(mem) / max(min(mem_peer), 0.1)) if (m.kind == "lab" and mem and mem_peer) else "",
                 over_floor=(statistics.median(m.times) / (med("hvps") * floor[0] + floor[1])
                             if floor and m.kind == "lab" and "eigenvalue" in work and med("hvps") != "" else ""),
@@ -862,11 +872,12 @@ def main(argv=None) -> list[dict]:
                  **{f"v_{m}": _version(d) for m, d in PEERS.items()})
     print(" · ".join(f"{k}={v}" for k, v in stamp.items()))
     print(f"{'work':28} {'method':38} {'HVPs':>5} {'error':>8} {'min s':>8} {'median s':>8} {'peak MB':>8} "
-          f"{'t lab/peer':>10} {'mem':>6} {'/floor':>6}  note")
+          f"{'t lab/peer':>10} {'cpu s':>8} {'cpu l/p':>7} {'mem':>6} {'/floor':>6}  note")
     for r in out:
         f = lambda v, spec: format(v, spec) if v != "" else ""  # noqa: E731
         print(f"{r['work']:28} {r['method']:38} {f(r['hvps'], 'g'):>5} {f(r['err'], '.1e'):>8} {r['t_min']:8.3f} "
               f"{r['t_median']:8.3f} {f(r['peak_mb'], '.1f'):>8} {f(r['time_ratio'], '.2f'):>10} "
+              f"{r['cpu_median']:8.3f} {f(r['cpu_ratio'], '.2f'):>7} "
               f"{f(r['memory_ratio'], '.2f'):>6} {f(r['over_floor'], '.2f'):>6}  {r['note']}")
     if not a.quick:
         _write(a.out, out, stamp, per_work)
