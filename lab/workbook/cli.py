@@ -266,6 +266,7 @@ def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
+    from_command_line = argv is None
     argv, taken = _take_parameters(list(sys.argv[1:] if argv is None else argv))
     args = _parser().parse_args(argv)
     if args.cmd == "run":
@@ -342,9 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               "LAB_FIGURES/LAB_RESULTS elsewhere)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        import signal
+        if from_command_line:  # the process exits next: a second Ctrl-C meanwhile prints no traceback (never
+            import signal  # ignored in a caller's process, a test's: every child it starts would inherit SIG_IGN)
 
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while we exit prints no traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         print(f"interrupted: {_interrupted(args, exc)}", file=sys.stderr)
         return 130
     except runner.WorkbookError as exc:

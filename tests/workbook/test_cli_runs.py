@@ -26,6 +26,7 @@ SLEEP = FIXTURES / "sleep.ipynb"  # parameter `seconds`: its second cell prints 
 
 def _cli(*args: str, **kw: object) -> subprocess.Popen:
     """`python -m lab <args>` in a fresh process (its own session, so signals reach it alone)."""
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN, "SIGINT is ignored here: so would it be in the child"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "lab", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
@@ -111,6 +112,20 @@ def test_an_existing_name_is_refused_without_replace(tmp_path: Path, capsys: pyt
     assert "exists" in err and "--replace" in err and err.count("\n") == 1
     assert earlier.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["mine.ipynb"]
     assert main(["run", str(FIXTURE), "--replace"]) == 2 and "--replace goes with --name" in capsys.readouterr().err
+
+
+def test_an_interrupted_main_leaves_sigint_alone(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """main() called in a process (a test, a notebook) must not leave SIGINT ignored: every child process it starts
+    afterwards would inherit SIG_IGN and no longer stop on Ctrl-C."""
+    def interrupted(*a: object, **k: object) -> None:
+        raise runner.Interrupted("run of x.ipynb into runs/x.ipynb; nothing was kept")
+
+    monkeypatch.setattr(runner, "run_chapter", interrupted)
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["run", str(FIXTURE)]) == 130
+    assert capsys.readouterr().err == "interrupted: run of x.ipynb into runs/x.ipynb; nothing was kept\n"
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_help_documents_the_naming_rules(capsys: pytest.CaptureFixture[str]) -> None:
