@@ -627,7 +627,8 @@ def row_lm_eigs(lp: LMProblem) -> list[Method]:
                 return {"hvps": hop.matvec.count, "err": _rel_err(vals, ref),
                         "note": f"{NOTE_LM}; max_iter {max_iter}"}
             return _math_kernel(run)
-        out.append(Method(f"hessian-eigenthings lanczos (reorth., {6 * k})", "peer", he(6 * k)))
+        for mi in (6 * k, 12 * k):       # its default-like budget, and twice it (the MLP row's 30 / 80)
+            out.append(Method(f"hessian-eigenthings lanczos (reorth., {mi})", "peer", he(mi)))
     if _peer("curvlinops"):
         from scipy.sparse.linalg import LinearOperator as SciOp
         from scipy.sparse.linalg import eigsh
@@ -655,7 +656,8 @@ def row_lm_eigs(lp: LMProblem) -> list[Method]:
             finally:
                 pyh_mod.hessian_vector_product = saved
             return {"hvps": c.count, "err": _rel_err(vals, ref),
-                    "note": f"{NOTE_LM}; power iteration, maxIter {max_iter}"}
+                    "note": f"{NOTE_LM}; power iteration (largest |λ|), maxIter {max_iter}: "
+                            f"{np.round(np.sort(vals)[::-1], 3).tolist()}"}
         out.append(Method("PyHessian eigenvalues", "peer", _math_kernel(ph)))
     return out
 
