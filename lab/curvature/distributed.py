@@ -160,6 +160,7 @@ class DistributedOperator(LinearOperator):
 
     def _synced(self, vs: torch.Tensor) -> torch.Tensor:
         """The input vector(s) every rank applies: rank 0's (broadcast), checked equal (check), or as given."""
+        vs = vs.detach()
         if self.sync == "broadcast":
             vs = vs.contiguous() if self.rank == 0 else vs.clone(memory_format=torch.contiguous_format)
             dist.broadcast(vs, src=self._src, group=self.group)      # in place: never into the caller's tensor
