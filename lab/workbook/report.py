@@ -707,7 +707,8 @@ def _write_book(executed: list[Path], book: Path) -> None:
     sections, overview, every = [], [], []
     for path, page in zip(executed, pages, strict=True):
         nb = nbformat.read(path, as_version=4)
-        every += parse_claims(nb)
+        if run_status(nb) == "complete":  # an incomplete run's claims are not counted
+            every += parse_claims(nb)
         label = (nb.metadata.get("lab") or {}).get("chapter") or page.split("_", 1)[0]
         chart = margin_chart(parse_claims(nb), book / "figures" / page / "margins.png", str(label))
         nbformat.write(stage_chapter(nb, path, str(label), chart.relative_to(book).as_posix() if chart else None),
