@@ -69,3 +69,18 @@ def test_peak_memory_is_measured_where_linux_allows(quick_table) -> None:
     assert all(r["peak_mb"] != "" and r["peak_mb"] >= 0 for r in rows)
     big = mod.peak_mb(lambda: __import__("torch").ones(50_000_000).sum())      # 200 MB
     assert 150 < big < 400
+
+
+def test_a_subset_run_replaces_only_its_own_rows_in_the_csv(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_peers_write", ROOT / "benchmarks" / "bench_peers.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_peers_write"] = mod          # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    path = tmp_path / "bench.csv"
+    mod._write(str(path), [{"work": "one HVP", "method": "lab", "t": 1}, {"work": "LM (P = 5) one HVP",
+                                                                         "method": "lab", "t": 2}], {"date": "d1"}, {})
+    mod._write(str(path), [{"work": "LM (P = 5) one HVP", "method": "lab", "t": 3, "cpu": 4}], {"date": "d2"},
+               {"LM (P = 5) one HVP": {"P": 5}})
+    rows = list(__import__("csv").DictReader(open(path)))
+    assert [(r["work"], r["t"], r["date"], r["P"], r["cpu"]) for r in rows] == [
+        ("one HVP", "1", "d1", "", ""), ("LM (P = 5) one HVP", "3", "d2", "5", "4")]
