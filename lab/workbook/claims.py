@@ -326,9 +326,9 @@ class Claims:
         `Claims.units` makes it FAIL unless the declaration gives `units`.
 
         `power` ({"passed": bool, ...numbers}): the evidence that the test would have seen the alternative (a
-        positive control, or a minimum detectable effect against the alternative's size); a claim declared with
-        `needs_power` is NOT TESTED without it or when it fails, and so is a claim whose `depends_on` checks did
-        not PASS. `registered_passed`: the verdict under the threshold as first registered, for a revised claim.
+        positive control, or a minimum detectable effect against the alternative's size); when it fails the claim
+        is NOT TESTED whichever way its test went (non-finite or impossible numbers still FAIL). A claim declared
+        with `needs_power` is NOT TESTED without it, and so is a claim whose `depends_on` checks did not PASS. `registered_passed`: the verdict under the threshold as first registered, for a revised claim.
         """
         if cid not in self.specs:
             raise KeyError(f"unknown claim {cid!r}; declared: {sorted(self.specs)}")
@@ -379,8 +379,8 @@ class Claims:
         if failed_deps:
             status = NOT_TESTED
             notes.append(f"not tested: it depends on {', '.join(failed_deps)}, which did not PASS")
-        elif power_rec is not None and not power_rec["passed"] and status == PASS:
-            status = NOT_TESTED
+        elif power_rec is not None and not power_rec["passed"] and not (bad or outside or pseudo):
+            status = NOT_TESTED  # whichever way the test went: without power its outcome says nothing
             notes.append("not tested at this size: the power check failed (the test could not have seen the "
                          "alternative)")
         note = "; ".join(notes)

@@ -178,5 +178,16 @@ def profile_figure(t: np.ndarray, profiles: dict[str, np.ndarray], xlabel: str, 
     return fig
 
 
+def eigen_profile_figure(t: np.ndarray, loss: np.ndarray, model: np.ndarray, title: str = "") -> plt.Figure:
+    """Chapter 09's explorer: the loss along a Hessian eigenvector (linear scale) against its second-order model
+    L + t·gᵀv + ½λt², so one sees where the quadratic stops describing the loss (near a saddle: how far down)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+    ax.plot(t, loss, label="loss")
+    ax.plot(t, model, ":", label="second-order model")
+    ax.set(xlabel="t along the eigenvector", ylabel="training loss (nats)", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
 __all__ = ["ALL_ZERO", "H_LABEL", "probe_figure", "surface_figure", "fits_figure", "rolling_std_figure",
-           "lowprec_figure", "profile_figure"]
+           "lowprec_figure", "profile_figure", "eigen_profile_figure"]

@@ -222,6 +222,10 @@ def test_refutation_without_power_is_not_tested(capsys: pytest.CaptureFixture[st
     assert c.results["C1"].status == "PASS"
     c.check("C1", False, ratio=3.0, power={"passed": True})
     assert c.results["C1"].status == "FAIL"
+    c.check("C1", False, ratio=3.0, power={"passed": False})  # an underpowered test decides nothing either way
+    assert c.results["C1"].status == "NOT TESTED"
+    c.check("C1", True, ratio=float("nan"), power={"passed": False})  # garbage still FAILs
+    assert c.results["C1"].status == "FAIL"
     c.check("C1", True, ratio=1.0, power={"passed": True, "control": float("nan")})  # NaN power never passes
     assert c.results["C1"].status == "NOT TESTED"
     capsys.readouterr()

@@ -120,3 +120,12 @@ def test_profile_figure_two_settings(n: int) -> None:
     (ax,) = fig.axes
     assert [ln.get_label() for ln in ax.lines] == ["B = 16", "B = 1000"] and len(ax.lines[0].get_xdata()) == n
     assert ax.get_yscale() == "log" and ax.get_ylabel() == "training loss (nats)"
+
+
+@pytest.mark.parametrize("n", [3, 61])
+def test_eigen_profile_figure_two_settings(n: int) -> None:
+    t = np.linspace(-2, 2, n)
+    fig = ex.eigen_profile_figure(t, 1 + 0.5 * t**2, 1 - 0.5 * t**2, "init: λ = -1")
+    (ax,) = fig.axes
+    assert [ln.get_label() for ln in ax.lines] == ["loss", "second-order model"] and len(ax.lines[0].get_xdata()) == n
+    assert ax.get_yscale() == "linear" and ax.get_title() == "init: λ = -1"
