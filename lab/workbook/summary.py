@@ -38,9 +38,10 @@ def fmt(x: Any, spec: str = "") -> str:
         return str(x)
     if x == 0:
         return "0"
-    if 1e-3 <= abs(x) < 1e4:
-        s = f"{x:.2g}"
-        return s if "e" not in s else f"{x:.0f}"
+    if 100 <= abs(x) < 1e4:
+        return f"{x:.0f}"
+    if 1e-3 <= abs(x) < 100:
+        return f"{x:#.2g}".rstrip(".")  # two significant digits, trailing zeros kept: 1.0, 0.39, 37
     mant, exp = f"{x:.1e}".split("e")
     mant = mant.rstrip("0").rstrip(".")
     return ("" if mant == "1" else f"{mant}×") + "10" + str(int(exp)).translate(_SUP)
@@ -115,6 +116,16 @@ def tally(claims: list[dict[str, Any]]) -> str:
     return " · ".join(parts)
 
 
+def _key_figure_path(nb: nbformat.NotebookNode) -> str:
+    """The key figure a chapter saved (save_fig(..., key=True)), as a repository path, or ''."""
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            rec = out.get("data", {}).get("application/vnd.lab.key-figure+json")
+            if isinstance(rec, dict) and rec.get("path"):
+                return str(rec["path"])
+    return ""
+
+
 def readme_table(chapters: list[Path] | None = None) -> str:
     """The README's chapter table, from the committed, executed chapters."""
     from lab.workbook.report import chapter_intro, parse_claims
@@ -127,7 +138,7 @@ def readme_table(chapters: list[Path] | None = None) -> str:
         ch = path.name[:2]
         title = (chapter_intro(nb)[0] or path.stem).split("·", 1)[-1].strip()
         claims = parse_claims(nb)
-        key = (nb.metadata.get("lab") or {}).get("key_figure", "")
+        key = (nb.metadata.get("lab") or {}).get("key_figure", "") or _key_figure_path(nb)
         text = summarize(ch, claims).replace("|", "\\|")
         fig = f"![]({key})" if key else ""
         rows.append(f"| {ch} | [{title}](notebooks/{path.name}) | {tally(claims)} | {text} | {fig} |")

@@ -7,7 +7,8 @@ from lab.workbook import summary
 
 
 def test_numbers_read_as_prose() -> None:
-    assert summary.fmt(0.3876) == "0.39"
+    assert summary.fmt(0.3876) == "0.39" and summary.fmt(1.02) == "1.0" and summary.fmt(37.3) == "37"
+    assert summary.fmt(474.2) == "474" and summary.fmt(0.0023) == "0.0023"
     assert summary.fmt(1.41e6) == "1.4×10⁶"
     assert summary.fmt(4.44e-16) == "4.4×10⁻¹⁶"
     assert summary.fmt(1e-7) == "10⁻⁷"
