@@ -113,6 +113,18 @@ class Counter:
         return self.fn(*a, **k)
 
 
+def _pyh_eigenvalues(pyh_mod, h, **kw) -> tuple[list, int]:
+    """PyHessian's eigenvalues (seeded) and the number of HVPs they took (its module's product function counted)."""
+    saved = pyh_mod.hessian_vector_product
+    pyh_mod.hessian_vector_product = c = Counter(saved)
+    try:
+        torch.manual_seed(0)
+        vals, _ = h.eigenvalues(**kw)
+    finally:
+        pyh_mod.hessian_vector_product = saved
+    return vals, c.count
+
+
 # ------------------------------------------------------------------------------------------------------ memory
 _LIBC = None
 with contextlib.suppress(OSError):
@@ -293,15 +305,8 @@ def row_eigs(pr: Problem, k: int, which: str) -> list[Method]:
         pyh_mod = sys.modules["pyhessian.hessian"]
 
         def ph(_):
-            h = _pyh(pr)
-            saved = pyh_mod.hessian_vector_product
-            pyh_mod.hessian_vector_product = c = Counter(saved)
-            try:
-                torch.manual_seed(0)
-                vals, _ = h.eigenvalues(maxIter=200, tol=1e-6, top_n=k)
-            finally:
-                pyh_mod.hessian_vector_product = saved
-            return {"hvps": c.count, "err": _rel_err(vals, ref), "note": "power iteration, maxIter 200"}
+            vals, count = _pyh_eigenvalues(pyh_mod, _pyh(pr), maxIter=200, tol=1e-6, top_n=k)
+            return {"hvps": count, "err": _rel_err(vals, ref), "note": "power iteration, maxIter 200"}
         out.append(Method("PyHessian eigenvalues", "peer", ph))
     return out
 
@@ -647,15 +652,8 @@ def row_lm_eigs(lp: LMProblem) -> list[Method]:
         max_iter = 20
 
         def ph(_):
-            h = _lm_pyh(lp)
-            saved = pyh_mod.hessian_vector_product
-            pyh_mod.hessian_vector_product = c = Counter(saved)
-            try:
-                torch.manual_seed(0)
-                vals, _ = h.eigenvalues(maxIter=max_iter, tol=tol, top_n=k)
-            finally:
-                pyh_mod.hessian_vector_product = saved
-            return {"hvps": c.count, "err": _rel_err(vals, ref),
+            vals, count = _pyh_eigenvalues(pyh_mod, _lm_pyh(lp), maxIter=max_iter, tol=tol, top_n=k)
+            return {"hvps": count, "err": _rel_err(vals, ref),
                     "note": f"{NOTE_LM}; power iteration (largest |λ|), maxIter {max_iter}: "
                             f"{np.round(np.sort(vals)[::-1], 3).tolist()}"}
         out.append(Method("PyHessian eigenvalues", "peer", _math_kernel(ph)))
