@@ -328,7 +328,8 @@ class Claims:
         `power` ({"passed": bool, ...numbers}): the evidence that the test would have seen the alternative (a
         positive control, or a minimum detectable effect against the alternative's size); when it fails the claim
         is NOT TESTED whichever way its test went (non-finite or impossible numbers still FAIL). A claim declared
-        with `needs_power` is NOT TESTED without it, and so is a claim whose `depends_on` checks did not PASS. `registered_passed`: the verdict under the threshold as first registered, for a revised claim.
+        with `needs_power` is NOT TESTED without it, and so is a claim whose `depends_on` checks did not PASS.
+        `registered_passed`: the verdict under the threshold as first registered, for a revised claim.
         """
         if cid not in self.specs:
             raise KeyError(f"unknown claim {cid!r}; declared: {sorted(self.specs)}")
