@@ -22,6 +22,7 @@ def test_parse_claims(executed: Path) -> None:
     """Verdict lines and claim records merge into one entry per claim."""
     claims = parse_claims(nbformat.read(executed, as_version=4))
     assert claims == [{"id": "C1", "verdict": "PASS", "statement": "x squared is positive", "passed": True,
+                       "status": "PASS", "kind": None, "alternative": "", "power": None, "registered_verdict": None,
                        "numbers": {"x": 2, "x_squared": 4, "label": "a"}, "test": "", "threshold": "",
                        "tests": []}]
 
@@ -34,14 +35,17 @@ def test_chapter_intro() -> None:
 
 
 def test_build_report(executed: Path, tmp_path: Path) -> None:
-    """index.html names the chapter, its claim and verdict, and links the chapter page."""
+    """index.html names the chapter, its verdicts and the workbook's tally, and links the chapter page, which holds
+    the claims table (the index states findings, not tables)."""
     index = build_report([executed], out_dir=tmp_path)
     assert index == tmp_path / "index.html"
     page = index.read_text(encoding="utf-8")
-    for needle in ("Loss-Landscape Lab — lab report", "99 · Fixture", "C1", "PASS", "x squared is positive",
-                   "x_squared=4", "fixture.html"):
+    for needle in ("Loss-Landscape Lab — lab report", "99 · Fixture", "C1 PASS", "1/1 claims pass", "fixture.html"):
         assert needle in page
-    assert "C1 PASS" in (tmp_path / "fixture.html").read_text(encoding="utf-8")
+    assert "lab-claims" not in page
+    chapter = (tmp_path / "fixture.html").read_text(encoding="utf-8")
+    for needle in ("C1 PASS", "x squared is positive", "x_squared=4"):
+        assert needle in chapter
 
 
 def test_report_shows_the_runs_own_numbers(executed: Path, tmp_path: Path) -> None:
@@ -56,9 +60,9 @@ def test_report_shows_the_runs_own_numbers(executed: Path, tmp_path: Path) -> No
     changed.parent.mkdir()
     nbformat.write(nb, changed)
     index = build_report([changed], out_dir=tmp_path / "report")
-    for page in (index, tmp_path / "report" / "fixture.html"):
-        text = page.read_text(encoding="utf-8")
-        assert "x_squared=98765" in text and "x_squared=4" not in text
+    text = (tmp_path / "report" / "fixture.html").read_text(encoding="utf-8")
+    assert "x_squared=98765" in text and "x_squared=4" not in text
+    assert "x_squared=4" not in index.read_text(encoding="utf-8")
 
 
 def test_chapter_page_is_cleaned_and_headed(executed: Path, tmp_path: Path) -> None:
