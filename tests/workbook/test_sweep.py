@@ -488,3 +488,15 @@ def test_killed_sweep_resumes(client: object, tmp_path: Path) -> None:
     assert {p: s.notebook_path(p).stat().st_mtime_ns for p in finished} == mtimes
     assert (res.table["status"] == "ok").all() and list(res.table["C1.x_squared"]) == [1, 4, 9, 16]
     assert [p.name for p in folder.glob(".*")] == [sweep.LOCK]
+
+
+def test_code_hash_follows_the_claims_declaration(tmp_path: Path) -> None:
+    """A threshold lives in notebooks/claims/NN.yaml: changing it must make the chapter's old points stale."""
+    nb = tmp_path / "07_x.ipynb"
+    shutil.copy(FIXTURE, nb)
+    bare = sweep.notebook_hash(nb)
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "07.yaml").write_text("- id: C1\n  test: ratio above 2\n", encoding="utf-8")
+    declared = sweep.notebook_hash(nb)
+    (tmp_path / "claims" / "07.yaml").write_text("- id: C1\n  test: ratio above 3\n", encoding="utf-8")
+    assert len({bare, declared, sweep.notebook_hash(nb)}) == 3

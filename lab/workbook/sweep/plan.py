@@ -62,13 +62,17 @@ def lab_hash() -> str:
 
 
 def notebook_hash(path: str | Path) -> str:
-    """The first 12 hex digits of sha1 over a notebook's code cells (sources, in order) and the lab package's
-    sources: which version of a chapter's code a point ran. Markdown and outputs do not count."""
+    """The first 12 hex digits of sha1 over a notebook's code cells (sources, in order), its claims declaration
+    (notebooks/claims/NN.yaml: the thresholds that decide its verdicts) and the lab package's sources: which version
+    of a chapter's code a point ran. Markdown and outputs do not count."""
     import nbformat
 
+    path = Path(path)
     nb = nbformat.read(str(path), as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
-    return hashlib.sha1(json.dumps([code, lab_hash()]).encode()).hexdigest()[:12]
+    decl = path.parent / "claims" / f"{path.stem[:2]}.yaml"
+    claims = decl.read_text(encoding="utf-8") if decl.is_file() else ""
+    return hashlib.sha1(json.dumps([code, claims, lab_hash()]).encode()).hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------------------- the plan
