@@ -213,6 +213,15 @@ vertical-align:top}.lab-table th{background:var(--pst-color-surface,#f3f4f5)}
 .lab-PASS{color:#1a7f37;font-weight:bold}.lab-FAIL{color:#cf222e;font-weight:bold}.lab-UNTESTED{color:#9a6700;font-weight:bold}
 .lab-nums{font-family:var(--pst-font-family-monospace,monospace);font-size:.85em}
 .lab-meta th{width:9rem;white-space:nowrap}.lab-tally{font-weight:bold}
+article img{max-width:100%;height:auto}
+.cell_output pre{font-size:.85em;white-space:pre-wrap}.lab-synthesis td:first-child{white-space:nowrap}
+figure.lab-keyfig{float:right;width:48%;margin:.2rem 0 .6rem 1.2rem}figure.lab-keyfig figcaption{font-size:.8em}
+article section section{display:flow-root}
+.bd-main .bd-content .bd-article-container:has(.lab-index){max-width:100%}
+.bd-main .bd-content .bd-article-container:has(.lab-index) .bd-article{max-width:72rem}
+@media (min-width:992px){div.full-width.container{position:relative;z-index:2;width:136%;max-width:136%}}
+details.lab-run,details.lab-details{margin:.5rem 0 1rem}details.lab-run>summary,details.lab-details>summary{
+cursor:pointer;color:var(--pst-color-text-muted,#555);font-size:.9em}
 """
 
 
@@ -303,6 +312,66 @@ def claims_table(claims: list[dict[str, Any]]) -> str:
     return ("<table class='lab-table lab-claims'><thead><tr><th>claim</th><th>verdict</th><th>kind</th>"
             "<th>statement</th><th>test · threshold · margin</th><th>numbers</th></tr></thead><tbody>" + "".join(rows)
             + "</tbody></table>")
+
+
+TEXT_WIDTH_PX = 768   # the theme's text column at a 1,400 px window; wider figures break out of it (full-width)
+TEXT_COLUMN_CHARS = 100  # printed characters a line of output holds in that column (lab.css: outputs at .85em)
+
+
+def png_width(data: str | bytes) -> int:
+    """The pixel width of a PNG (base64 text, as notebooks store it, or raw bytes); 0 when it is not a PNG."""
+    raw = base64.b64decode(data[:64]) if isinstance(data, str) else bytes(data[:32])
+    return int.from_bytes(raw[16:20], "big") if raw[:8] == b"\x89PNG\r\n\x1a\n" else 0
+
+
+def drawn_width(natural_px: int) -> int:
+    """The CSS width at which a figure saved at the house dpi shows at the size it was drawn (96 CSS px per inch)."""
+    from lab.workbook.figures import DPI
+
+    return round(natural_px * 96 / DPI)
+
+
+def figure_block(rel: str, natural_px: int, alt: str, caption: str) -> str:
+    """A MyST figure at its drawn size (never enlarged); one wider than the text column breaks out of it."""
+    width = drawn_width(natural_px) if natural_px else 0
+    fig = (f"```{{figure}} {rel}\n" + (f":width: {width}px\n" if width else ":width: 100%\n")
+           + f":alt: {alt}\n\n{caption}\n```")
+    return f"````{{container}} full-width\n{fig}\n````" if width > TEXT_WIDTH_PX else fig
+
+
+def key_number(c: dict[str, Any]) -> str:
+    """A claim's headline number with its 95% interval, from its first interval test ('ratio 0.74 [0.60, 0.91]'),
+    else its first number; '' when it recorded none."""
+    nums = c.get("numbers") or {}
+    for t in c.get("tests") or []:
+        name = str(t.get("number", ""))
+        if name in nums:
+            low, high = nums.get(name + "_low"), nums.get(name + "_high")
+            return f"{name} {_fmt_value(nums[name])}" + (
+                f" [{_fmt_value(low)}, {_fmt_value(high)}]" if low is not None and high is not None else "")
+    for k, v in nums.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith(("_low", "_high", "_n")):
+            return f"{k} {_fmt_value(v)}"
+    return ""
+
+
+def compact_claims(claims: list[dict[str, Any]]) -> str:
+    """The chapter page's claims, once: a compact HTML table (id, verdict, kind, statement, key number with its
+    interval) and, folded under it, the full table of tests, thresholds, margins, power and raw numbers."""
+    if not claims:
+        return "<p class='lab-meta'>No claims recorded.</p>"
+    rows = []
+    for c in claims:
+        status = c.get("status") or ("PASS" if c["passed"] else "FAIL")
+        cls = {"PASS": "lab-PASS", "NOT TESTED": "lab-UNTESTED"}.get(status, "lab-FAIL")
+        rows.append(f"<tr><td>{html.escape(c['id'])}</td><td class='{cls}'>{html.escape(status)}</td>"
+                    f"<td>{html.escape(str(c.get('kind') or ''))}</td><td>{html.escape(c['statement'])}</td>"
+                    f"<td class='lab-nums'>{html.escape(key_number(c))}</td></tr>")
+    table = ("<table class='lab-table lab-compact'><thead><tr><th>claim</th><th>verdict</th><th>kind</th>"
+             "<th>statement</th><th>key number [95% interval]</th></tr></thead><tbody>" + "".join(rows)
+             + "</tbody></table>")
+    return (table + "<details class='lab-details'><summary>What each claim rules out, its test, threshold, "
+            "margin, power and this run's numbers</summary>" + claims_table(claims) + "</details>")
 
 
 def margin_chart(claims: list[dict[str, Any]], dest: Path, label: str = "") -> Path | None:
@@ -490,26 +559,64 @@ def _split_title(cell: nbformat.NotebookNode) -> tuple[str, str] | None:
     return None
 
 
-def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
-                  margins: str | None = None) -> nbformat.NotebookNode:
-    """A cleaned copy of an executed chapter for the report: a run header (status, commit, date, environment,
-    parameters) and the claims table after its title; parameters, validation and explorer cells, stderr, widgets
-    and empty lab records dropped; NBVAL comments removed; code folded (hide-input); figures captioned."""
+def _claim_outputs(cell: nbformat.NotebookNode) -> set[str]:
+    """Which claim records a code cell displays: 'intro' (Claims.introduce's declaration), 'check' (claim records),
+    'verdicts' (the NBVAL verdict lines), 'conclusion'."""
+    kinds = set()
+    for out in cell.get("outputs", []):
+        data = out.get("data", {})
+        if "application/vnd.lab.claims+json" in data:
+            kinds.add("intro")
+        if CLAIM_MIMETYPE in data:
+            kinds.add("check")
+        if "application/vnd.lab.conclusion+json" in data:
+            kinds.add("conclusion")
+    if _text(cell.source).lstrip().startswith(CHECK_MARKER):
+        kinds.add("verdicts")
+    return kinds
+
+
+def run_record(nb: nbformat.NotebookNode, path: Path) -> str:
+    """The run's record (status, source, commit, date, environment, parameters), folded under a one-line summary;
+    a run that is not complete is flagged above it, unfolded."""
     state = run_status(nb)
     commit, when = provenance(nb, path)
+    params = _params_text(run_parameters(nb)).removeprefix("Parameters: ")
     meta = [("run", "complete" if state == "complete" else _status_text(state)), ("source", Path(path).name),
             ("commit", commit), ("run date", when), ("environment", format_environment(parse_stamp(nb))),
-            ("parameters", _params_text(run_parameters(nb)).removeprefix("Parameters: "))]
+            ("parameters", params)]
+    summary = (f"Run record: {'complete' if state == 'complete' else state} · {commit.split(' ')[0]} · "
+               f"{when.split(' (')[0]} · {params.rstrip('.').lower() if params.startswith('Default') else params}")
+    return (_status_admonition(state) + f"<details class='lab-run'><summary>{html.escape(summary)}</summary>"
+            + _meta_table(meta) + "</details>\n")
+
+
+def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
+                  margins: str | None = None, margins_png: Path | None = None) -> nbformat.NotebookNode:
+    """A cleaned copy of an executed chapter for the report. It reads as the notebook does, question first: the title
+    and its opening text, the run record folded under one line, the sections with their figures, then the claims once
+    (a compact table with the details folded under it, and the margins chart) where the notebook prints its verdicts,
+    and the conclusion. Parameters, validation and explorer cells, the claims' declaration and per-claim records,
+    stderr, widgets and empty lab records are dropped; NBVAL comments removed; code folded (hide-input); figures
+    captioned."""
+    state = run_status(nb)
     claims = parse_claims(nb)
-    header = (_status_admonition(state) + _meta_table(meta) + "\n\n"
-              + f"**Claims of this run** — {_tally(claims, state)}\n\n" + claims_table(claims) + "\n")
+    header_cell = nbformat.v4.new_markdown_cell(run_record(nb, path), metadata={"tags": ["lab-run-header"]})
+    block = f"**Claims of this run** — {_tally(claims, state)}\n\n" + compact_claims(claims) + "\n"
     if margins:
-        header += (f"\n```{{figure}} {margins}\n:width: 80%\n:alt: margins of chapter {label}'s interval tests\n\n"
-                   f"Margins ({label}): how far each claim's 95% interval clears its threshold, relative to the "
-                   "threshold — green bars right of 0 pass, red bars left of it fail. Claims decided replicate by "
-                   "replicate have no interval and appear in the table only.\n```\n")
-    header_cell = nbformat.v4.new_markdown_cell(header, metadata={"tags": ["lab-run-header"]})
-    cells, placed, figure_no = [], False, 0
+        block += "\n" + figure_block(
+            margins, png_width(margins_png.read_bytes()) if margins_png and margins_png.is_file() else 0,
+            f"margins of chapter {label}'s interval tests",
+            f"Margins ({label}): how far each claim's 95% interval clears its threshold, relative to the "
+            "threshold — green bars right of 0 pass, red bars left of it fail. Claims decided replicate by "
+            "replicate have no interval and appear in the table only.") + "\n"
+    claims_cell = nbformat.v4.new_markdown_cell(block, metadata={"tags": ["lab-claims"]})
+    n_f = sum(c.get("kind") == "finding" for c in claims)
+    intro_cell = nbformat.v4.new_markdown_cell(
+        f"*This chapter's {len(claims)} claims ({n_f} findings, {len(claims) - n_f} checks) are declared before the "
+        f"data, with their tests and thresholds, in `notebooks/claims/{label}.yaml`; each is decided in the Claims "
+        "section.*")
+    cells, placed, claims_placed, figure_no = [], False, False, 0
     source_cells = list(nb.cells)
     for i, cell in enumerate(source_cells):
         if _drop_cell(cell):
@@ -521,23 +628,37 @@ def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
         cell = nbformat.from_dict(dict(cell))
         if cell.cell_type == "markdown":
             split = _split_title(cell) if not placed else None
-            if split is not None:
+            if split is not None:  # the title and its opening text (the question), then the run record
                 cells.append(nbformat.v4.new_markdown_cell(split[0]))
-                cells.append(header_cell)
-                placed = True
                 if split[1].strip():
                     cells.append(nbformat.v4.new_markdown_cell(split[1], metadata=dict(cell.metadata)))
+                cells.append(header_cell)
+                placed = True
                 continue
             cells.append(cell)
             continue
         if cell.cell_type != "code":
             cells.append(cell)
             continue
+        kinds = set() if _has_error(cell) else _claim_outputs(cell)
+        if "intro" in kinds:
+            cells.append(intro_cell)
+            continue
+        if "verdicts" in kinds:  # the verdict lines: the claims block takes their place
+            cells.append(claims_cell)
+            claims_placed = True
+            continue
         cell.source = "\n".join(ln for ln in _text(cell.source).splitlines() if not NBVAL_LINE_RE.match(ln))
         tags = [t for t in cell.metadata.get("tags", []) if t not in ("nbval-skip", "skip-execution")]
         cell.metadata["tags"] = tags + ([] if "hide-input" in tags else ["hide-input"])
         outputs = [o for o in (_clean_output(o) for o in cell.get("outputs", [])) if o is not None]
+        if "check" in kinds:  # the per-claim records repeat the table
+            outputs = [o for o in outputs if "text/plain" not in o.get("data", {}) or len(o["data"]) > 1]
         name, captions = _png_name(cell) or "figure output", _captions(cell)
+        if max((len(ln) for o in outputs if "image/png" not in o.get("data", {})
+                for ln in _text(o.get("text") or o.get("data", {}).get("text/plain", "")).splitlines()),
+               default=0) > TEXT_COLUMN_CHARS:  # a wide printout breaks out of the text column, not sideways
+            cell.metadata["tags"] = [*cell.metadata["tags"], "full-width"]
         cell.outputs = []
         cells.append(cell)
         k = 0
@@ -549,11 +670,16 @@ def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
             what = captions[k] if k < len(captions) else (captions[0] if len(captions) == 1 else name)
             k += 1
             text = f"Figure {figure_no} ({label}): {what}"
+            width = drawn_width(png_width(_text(out["data"]["image/png"])))  # shown at the size it was drawn
+            image = {"alt": text, **({"width": f"{width}px"} if width else {})}
             cells.append(nbformat.v4.new_code_cell(f"# {text}", outputs=[out], metadata={  # myst-nb skips empty cells
-                "tags": ["remove-input"], "mystnb": {"figure": {"caption": text}, "image": {"alt": text}}}))
+                "tags": ["remove-input"] + (["full-width"] if width > TEXT_WIDTH_PX else []),
+                "mystnb": {"figure": {"caption": text}, "image": image}}))
             cells.append(nbformat.v4.new_code_cell("# (continued)", metadata={"tags": ["remove-input"]}))
         if cells[-1].source == "# (continued)" and not cells[-1].outputs:
             cells.pop()  # the empty continuation after a cell's last figure
+    if not claims_placed:
+        cells.append(claims_cell)
     if not placed:
         cells.insert(0, header_cell)
     staged = nbformat.v4.new_notebook(cells=cells)
@@ -602,17 +728,40 @@ def _index_section(nb: nbformat.NotebookNode, path: Path, page: str, book: Path)
     finding = _finding(path.name[:2], claims) if state == "complete" else ""
     if finding:
         parts.append(f"**What this run found.** {finding}")
-    parts.append(f"*{_params_text(run_parameters(nb))}* Source: `{path.name}`.")
+    if run_parameters(nb):
+        parts.append(f"*{_params_text(run_parameters(nb))}* Source: `{path.name}`.")
+    other = [c for c in claims if (c.get("status") or ("PASS" if c["passed"] else "FAIL")) != "PASS"]
     parts.append(f"<p class='lab-tally'>{html.escape(_tally(claims, state))}"
-                 + (f": {html.escape(verdicts)}" if verdicts else "") + "</p>")
+                 + (f" ({html.escape(verdicts)})" if state != "complete" else
+                    "".join(f"; {html.escape(c['id'])} {html.escape(str(c.get('status')))}" for c in other))
+                 + "</p>")
     fig = _key_figure(nb, page, book / "figures" / page, path)
-    if fig is not None:
+    if fig is not None:  # beside the text (floated right), opening at full size; right after the heading
         rel = fig.relative_to(book).as_posix()
         what = key_figure_caption(nb) or fig.name
-        parts.append(f"```{{figure}} {rel}\n:width: 100%\n:alt: key figure of {html.escape(title)}\n\n"
-                     f"Key figure ({page}): {what} — click for full size\n```")
+        first = re.split(r"(?<=\.)\s", what, maxsplit=1)[0]
+        parts.insert(1, f"```{{figure}} {rel}\n:figclass: lab-keyfig\n:width: 100%\n"
+                        f":alt: key figure of {html.escape(title)}\n\n"
+                        f"Key figure ({page}): {first} — click for full size\n```")
     parts.append(f"[Full chapter: {title}]({page}.ipynb)")
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+# the bundled MathJax, copied to the report's mathjax/ (html_extra_path: Jupyter Book would load every .js under a
+# static path as a script); Sphinx takes the path relative to _static/
+MATHJAX = "../mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+
+
+def mathjax_static() -> Path | None:
+    """The MathJax 2 files jupyter-server-mathjax ships (a Jupyter project's package from PyPI), or None without it.
+    Found without importing the package (which would import jupyter_server)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(loc) / "static" / "MathJax.js").is_file():
+            return Path(loc) / "static"
+    return None
 
 
 def book_config(title: str = TITLE) -> dict[str, Any]:
@@ -622,13 +771,15 @@ def book_config(title: str = TITLE) -> dict[str, Any]:
              "use_repository_button": False, "use_issues_button": False, "use_edit_page_button": False,
              "use_source_button": False, "launch_buttons": {}, "repository_url": "", "home_page_in_toc": True,
              "show_navbar_depth": 1, "analytics": {}, "extra_footer": "", "announcement": "",
-             "show_prev_next": True}
+             "show_prev_next": True,
+             "secondary_sidebar_items": {"**": ["page-toc"], "index": []}}  # the index uses the page's width
     return {
         "title": title, "author": "Loss-Landscape Lab", "copyright": "", "logo": "",
         "only_build_toc_files": True,
         "exclude_patterns": ["_build", "**.ipynb_checkpoints"],
         "execute": {"execute_notebooks": "off", "stderr_output": "remove"},
-        "parse": {"myst_enable_extensions": ["colon_fence"], "myst_url_schemes": ["mailto", "http", "https"]},
+        "parse": {"myst_enable_extensions": ["colon_fence", "dollarmath"],
+                  "myst_url_schemes": ["mailto", "http", "https"]},
         "html": {"use_repository_button": False, "use_issues_button": False, "use_edit_page_button": False,
                  "use_multitoc_numbering": False, "home_page_in_navbar": True, "baseurl": "",
                  "analytics": {}},
@@ -646,6 +797,16 @@ def book_config(title: str = TITLE) -> dict[str, Any]:
             "html_show_sourcelink": False,
             "html_last_updated_fmt": None,
             "html_static_path": ["_static"],
+            "html_extra_path": ["_extra"],
+            "mathjax_path": MATHJAX,  # the bundled MathJax 2 (lab.workbook.report.mathjax_static), never a CDN
+            "mathjax2_config": {"messageStyle": "none", "showMathMenu": False,
+                                # myst-nb marks notebook pages tex2jax_ignore: typeset Sphinx's math spans only
+                                "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],
+                                            "processEscapes": True, "processClass": "math|output_area",
+                                            "ignoreClass": "tex2jax_ignore|mathjax_ignore"},
+                                # the STIX-Web fonts it ships
+                                "HTML-CSS": {"availableFonts": [], "preferredFont": None, "webFont": "STIX-Web",
+                                             "imageFont": None}},
             "html_css_files": ["lab.css"],
             "nb_ipywidgets_js": {},
             "nb_output_stderr": "remove",
@@ -656,6 +817,69 @@ def book_config(title: str = TITLE) -> dict[str, Any]:
             "suppress_warnings": ["myst.domains", "mystnb.unknown_mime_type"],
         }},
     }
+
+
+NOTES = ROOT / "notes"                             # the lab notes, verbatim (lab note 000 ... 004)
+SYNTHESIS = NOTEBOOKS / "claims" / "notes.yaml"    # the notes' questions → the claims that answer them
+ANSWERS = ("confirmed", "refuted", "partly", "measured", "open")
+
+
+def load_synthesis(path: Path = SYNTHESIS) -> list[dict[str, Any]]:
+    """The synthesis declaration: one entry per question or conjecture of a lab note (note, says, answer, claims as
+    'NN.Ck'). ValueError naming the entry when a field is missing or an answer or claim id is malformed."""
+    import yaml
+
+    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    for i, e in enumerate(entries):
+        where = f"{path.name} entry {i + 1}"
+        if not isinstance(e, dict) or not {"note", "says", "answer", "claims"} <= set(e):
+            raise ValueError(f"{where}: needs note, says, answer and claims")
+        if e["answer"] not in ANSWERS:
+            raise ValueError(f"{where}: answer {e['answer']!r}; allowed: {', '.join(ANSWERS)}")
+        bad = [c for c in e["claims"] if not re.fullmatch(r"\d\d\.C\d+[a-z]?", str(c))]
+        if bad or not e["claims"]:
+            raise ValueError(f"{where}: claims must be a non-empty list of 'NN.Ck' ids, got {bad or e['claims']}")
+    return entries
+
+
+def synthesis_status(entry: dict[str, Any], claims: dict[str, dict[str, Any]]) -> str:
+    """The answer this run gives to one entry: its declared answer when every claim it names PASSed; 'open: not run'
+    when one is missing from the run, 'open: a claim failed' when one FAILed, 'not tested here' when one is NOT
+    TESTED (no power, or a failed protocol check)."""
+    states = [(claims.get(str(c)) or {}).get("status") for c in entry["claims"]]
+    if any(st is None for st in states):
+        return "open: not run"
+    if any(st not in ("PASS", "NOT TESTED") for st in states):
+        return "open: a claim failed"
+    if "NOT TESTED" in states:
+        return "not tested here"
+    return str(entry["answer"])
+
+
+def synthesis_table(claims: dict[str, dict[str, Any]], pages: dict[str, str], notes_href: str = "_static/notes",
+                    path: Path = SYNTHESIS) -> str:
+    """The index's synthesis: what each lab note said or asked → what this run found → where (HTML). `claims` maps
+    'NN.Ck' to this run's claim records, `pages` a chapter number to its page."""
+    files = {f.name[:3]: f.name for f in sorted(NOTES.glob("[0-9][0-9][0-9]_*.txt"))}
+    rows = []
+    for e in load_synthesis(path):
+        if not any(str(c)[:2] in pages for c in e["claims"]):
+            continue  # a report of some chapters only: the rows of the others are not this run's
+        note = str(e["note"])
+        status = synthesis_status(e, claims)
+        cls = {"confirmed": "lab-PASS", "refuted": "lab-PASS", "measured": "lab-PASS", "partly": "lab-PASS",
+               "not tested here": "lab-UNTESTED"}.get(status, "lab-FAIL")
+        checks_only = all((claims.get(str(c)) or {}).get("kind") == "check" for c in e["claims"])
+        where = ", ".join(
+            f"<a href='{pages[c[:2]]}.html'>{html.escape(c[:2])} {html.escape(c[3:])}</a>" if c[:2] in pages
+            else html.escape(c) for c in map(str, e["claims"]))
+        link = (f"<a href='{notes_href}/{files[note]}'>lab note {html.escape(note)}</a>" if note in files
+                else f"lab note {html.escape(note)}")
+        rows.append(f"<tr><td>{link}</td><td>{html.escape(str(e['says']))}</td>"
+                    f"<td class='{cls}'>{html.escape(status)}{' (by checks)' if checks_only else ''}</td>"
+                    f"<td>{where}</td></tr>")
+    return ("<table class='lab-table lab-synthesis'><thead><tr><th>note</th><th>the note says or asks</th>"
+            "<th>this run</th><th>claims</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 ROBUSTNESS = ROOT / "results" / "robustness"   # the published robustness matrix (python -m lab robustness --publish)
@@ -702,32 +926,48 @@ def _write_book(executed: list[Path], book: Path) -> None:
 
     (book / "_static").mkdir(parents=True)
     (book / "_static" / "lab.css").write_text(_CSS, encoding="utf-8")
+    mathjax = mathjax_static()
+    if mathjax is None:
+        raise RuntimeError("the report renders its maths with the MathJax that jupyter-server-mathjax ships: "
+                           "pip install jupyter-server-mathjax (make install does)")
+    shutil.copytree(mathjax, book / "_extra" / "mathjax",
+                    ignore=shutil.ignore_patterns("SVG", "a11y", "localization", "*.map"))
     pages = _page_names(executed)
     built = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    sections, overview, every = [], [], []
+    sections, every, by_id, page_of = [], [], {}, {}
     for path, page in zip(executed, pages, strict=True):
         nb = nbformat.read(path, as_version=4)
+        label = (nb.metadata.get("lab") or {}).get("chapter") or page.split("_", 1)[0]
         if run_status(nb) == "complete":  # an incomplete run's claims are not counted
             every += parse_claims(nb)
-        label = (nb.metadata.get("lab") or {}).get("chapter") or page.split("_", 1)[0]
+            by_id.update({f"{label}.{c['id']}": c for c in parse_claims(nb)})
+        page_of.setdefault(str(label), page)
         chart = margin_chart(parse_claims(nb), book / "figures" / page / "margins.png", str(label))
-        nbformat.write(stage_chapter(nb, path, str(label), chart.relative_to(book).as_posix() if chart else None),
-                       book / f"{page}.ipynb")
+        nbformat.write(stage_chapter(nb, path, str(label), chart.relative_to(book).as_posix() if chart else None,
+                                     chart), book / f"{page}.ipynb")
         sections.append(_index_section(nb, path, page, book))
-        overview.append(f"- [{chapter_intro(nb)[0] or page}](#{page}-summary) — "
-                        f"{_tally(parse_claims(nb), run_status(nb))}")
     robust = robustness_page(book)
-    if robust:
-        overview.append(f"- [The robustness matrix]({robust}.md): every claim over seeds, CPU kernels and threads "
-                        "(the last published matrix)")
-    index = (f"# {TITLE}\n\n{WORKBOOK_QUESTION}\n\n*Built {built} from {len(executed)} executed chapter(s); "
-             "nothing was re-executed. Code is folded: open a cell's input with its toggle.*\n\n"
+    if NOTES.is_dir():
+        shutil.copytree(NOTES, book / "_static" / "notes")
+    synthesis = ""
+    if SYNTHESIS.is_file() and any(str(c)[:2] in page_of for e in load_synthesis() for c in e["claims"]):
+        synthesis = ("## What the lab notes asked, and what this run found\n\n"
+                     "Each row is a question or conjecture of one of the five lab notes (linked, verbatim) and the "
+                     "answer this run's claims give: the declared answer when every claim named PASSes, *not tested "
+                     "here* when one lacked the power to see the alternative, *open* when one failed or did not run "
+                     "(declared in `notebooks/claims/notes.yaml`).\n\n"
+                     + synthesis_table(by_id, page_of) + "\n\n")
+    index = (f"# {TITLE}\n\n<div class='lab-index'></div>\n\n{WORKBOOK_QUESTION}\n\n*Built {built} from "
+             f"{len(executed)} executed chapter(s); nothing was re-executed. Code is folded: open a cell's input with "
+             "its toggle.*\n\n"
              + f"**{_kind_count(every)}** — {tally_text(every)}. A *finding* is a property of networks or training "
              "that could have come out otherwise (it names the alternative it rules out); a *check* is an identity, "
              "an implementation test or a protocol gate the measurements depend on; NOT TESTED marks a refutation "
              "whose test could not have seen the alternative at this size (no power) or a claim whose protocol "
-             "check failed.\n\n"
-             + "\n".join(overview) + "\n\n" + "\n".join(sections))
+             "check failed."
+             + (f" [The robustness matrix]({robust}.md) re-runs every claim over seeds, CPU kernels and threads."
+                if robust else "") + "\n\n"
+             + synthesis + "## The chapters\n\n" + "\n".join(s.replace("\n## ", "\n### ", 1) for s in sections))
     (book / "index.md").write_text(index, encoding="utf-8")
     toc = {"format": "jb-book", "root": "index",
            "chapters": [{"file": p} for p in pages + ([robust] if robust else [])]}

@@ -40,11 +40,12 @@ def test_build_report(executed: Path, tmp_path: Path) -> None:
     index = build_report([executed], out_dir=tmp_path)
     assert index == tmp_path / "index.html"
     page = index.read_text(encoding="utf-8")
-    for needle in ("Loss-Landscape Lab — lab report", "99 · Fixture", "C1 PASS", "1/1 claims pass", "fixture.html"):
+    for needle in ("Loss-Landscape Lab — lab report", "99 · Fixture", "1/1 claims pass", "fixture.html"):
         assert needle in page
     assert "lab-claims" not in page
     chapter = (tmp_path / "fixture.html").read_text(encoding="utf-8")
-    for needle in ("C1 PASS", "x squared is positive", "x_squared=4"):
+    for needle in ("<td>C1</td><td class='lab-PASS'>PASS</td>", "x squared is positive", "x_squared=4",
+                   "<td class='lab-nums'>x 2</td>"):
         assert needle in chapter
 
 
@@ -66,11 +67,14 @@ def test_report_shows_the_runs_own_numbers(executed: Path, tmp_path: Path) -> No
 
 
 def test_chapter_page_is_cleaned_and_headed(executed: Path, tmp_path: Path) -> None:
-    """The chapter page drops parameters, validation and NBVAL markers, folds code, and heads the page with the run's
-    status, parameters and claims table."""
+    """The chapter page drops parameters, validation and NBVAL markers, folds code, opens with the question, then the
+    run record folded under one line; the claims appear once (a compact table, details folded under it)."""
     build_report([executed], out_dir=tmp_path)
     page = (tmp_path / "fixture.html").read_text(encoding="utf-8")
     assert "Default parameters." in page and "lab-claims" in page and "tag_hide-input" in page
+    assert page.index("Does squaring") < page.index("Run record: complete") < page.index("lab-compact")
+    assert page.count("<details class=\"lab-run\">") + page.count("<details class='lab-run'>") == 1
+    assert page.count("x squared is positive") == 3  # compact table, folded details, the folded code declaring it
     for gone in ("NBVAL_CHECK_OUTPUT", "# a positive integer", "must be a positive int", "x=2 label="):
         assert gone not in page
     assert (tmp_path / ".lab-report").is_file()
@@ -152,3 +156,34 @@ def test_the_report_has_a_page_on_the_published_robustness_matrix(executed: Path
     if (report.ROBUSTNESS / "conditions.json").is_file():          # the repository publishes one
         assert "robustness.html" in index.read_text(encoding="utf-8")
         assert (tmp_path / "report" / "robustness.html").is_file()
+
+
+def test_synthesis_declaration_names_declared_claims() -> None:
+    """Every row of notebooks/claims/notes.yaml names a lab note shipped in notes/ and claims the chapters declare."""
+    import yaml
+
+    from lab.workbook.paths import NOTEBOOKS
+    from lab.workbook.report import NOTES, load_synthesis
+
+    declared = {f"{p.stem}.{c['id']}" for p in (NOTEBOOKS / "claims").glob("[0-9][0-9].yaml")
+                for c in yaml.safe_load(p.read_text(encoding="utf-8"))["claims"]}
+    notes = {p.name[:3] for p in NOTES.glob("[0-9][0-9][0-9]_*.txt")}
+    entries = load_synthesis()
+    assert len(entries) >= 20 and {e["note"] for e in entries} == notes
+    assert {c for e in entries for c in e["claims"]} <= declared
+
+
+def test_synthesis_status_follows_the_runs_verdicts(tmp_path: Path) -> None:
+    """The declared answer only when every claim named PASSed; NOT TESTED, FAIL and a missing claim say so."""
+    from lab.workbook.report import load_synthesis, synthesis_status
+
+    e = {"note": "000", "says": "x", "answer": "refuted", "claims": ["01.C1", "01.C2"]}
+    ok = {"01.C1": {"status": "PASS"}, "01.C2": {"status": "PASS"}}
+    assert synthesis_status(e, ok) == "refuted"
+    assert synthesis_status(e, {**ok, "01.C2": {"status": "NOT TESTED"}}) == "not tested here"
+    assert synthesis_status(e, {**ok, "01.C2": {"status": "FAIL"}}) == "open: a claim failed"
+    assert synthesis_status(e, {"01.C1": {"status": "PASS"}}) == "open: not run"
+    bad = tmp_path / "notes.yaml"
+    bad.write_text("- {note: '000', says: x, answer: maybe, claims: [01.C1]}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="answer 'maybe'; allowed: confirmed"):
+        load_synthesis(bad)

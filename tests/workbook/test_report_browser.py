@@ -106,6 +106,74 @@ def test_pages_link_prev_and_next_and_open_the_key_figure_full_size(report: Path
     for gone in ("stderr-output", "progress-marker: ", "it/s]", "explorer-marker", "Explorer", "validated x=",
                  "NBVAL_"):
         assert gone not in first, gone  # stderr, the tqdm widget, the explorer, the validation cell, nbval markers
-    for page in (index, first, second):  # nothing from a CDN, no MathJax, no thebe
+    for page in (index, first, second):  # nothing from a CDN (MathJax is bundled, on pages with maths), no thebe
         assert "https://" not in "".join(ln for ln in page.splitlines() if "<script" in ln or "<link" in ln)
-        assert "mathjax" not in page.lower() and "thebe" not in page.lower()
+        assert "mathjax.js" not in page.lower() and "thebe" not in page.lower()
+
+
+def _layout(index: Path) -> dict[str, dict]:
+    """Per page of a built report, at a 1,400 px window: its height, where the question, the run record and the
+    first table sit, each figure's displayed and drawn width, printed outputs wider than their box, raw LaTeX."""
+    from playwright.sync_api import sync_playwright
+
+    from lab.workbook.report import drawn_width
+
+    root = index.parent.resolve()
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="lab-chromium-") as profile, sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True,
+                                                    args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 900})
+        try:
+            page = ctx.new_page()
+            for path in [root / "index.html", *sorted(root.glob("[0-9][0-9]_*.html"))]:
+                page.goto(path.as_uri(), wait_until="load")
+                page.wait_for_function("() => !window.MathJax || (MathJax.isReady && MathJax.Hub.queue.pending === 0"
+                                       " && MathJax.Hub.queue.running === 0)", timeout=20_000)
+                m = page.evaluate("""() => {
+                  const top = s => { const e = document.querySelector(s); return e ? e.getBoundingClientRect().top
+                                     + window.scrollY : null; };
+                  return {height: document.documentElement.scrollHeight,
+                          question: top('article h1 ~ p, article h1 + p, article section > p'),
+                          record: top('details.lab-run'), table: top('article table'),
+                          figures: [...document.querySelectorAll('article .cell_output img')].map(
+                            i => [i.naturalWidth, i.getBoundingClientRect().width]),
+                          sideways: [...document.querySelectorAll('article .cell_output pre')]
+                            .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent.slice(0, 60)),
+                          latex: (document.querySelector('article').innerText.match(
+                            /\\$[^$\\n]*\\\\[a-z]+|\\\\\\(|\\\\\\[/g) || [])};
+                }""")
+                m["figures"] = [(n, w, drawn_width(n)) for n, w in m["figures"]]
+                out[path.name] = m
+        finally:
+            ctx.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def workbook_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report built from the committed, executed chapters (nothing executed: make report-preview)."""
+    from lab.workbook.report import preview_report
+
+    return preview_report(tmp_path_factory.mktemp("preview"))
+
+
+def test_the_workbook_report_reads_as_a_report(workbook_report: Path) -> None:
+    """#32's layout, measured in Chromium at 1,400 px on the real chapters: the index (the workbook's abstract, with
+    the synthesis table and no claims tables) fits in 9,000 px; every chapter page opens with its question before the
+    run record and before any table; figures show at the size they were drawn (or as wide as the page allows: never
+    shrunk below 1,000 px when drawn wider); no printed output scrolls sideways; no raw LaTeX."""
+    pages = _layout(workbook_report)
+    index = pages.pop("index.html")
+    assert index["height"] <= 9000, index["height"]
+    assert "lab-claims" not in workbook_report.read_text(encoding="utf-8")
+    assert "lab-synthesis" in workbook_report.read_text(encoding="utf-8")
+    assert len(pages) >= 8
+    for name, m in pages.items():
+        assert m["question"] is not None and m["question"] < m["record"] < m["table"], (name, m)
+        for natural, shown, drawn in m["figures"]:
+            assert shown >= min(drawn, 1000) - 2, (name, natural, shown, drawn)
+        assert m["sideways"] == [], (name, m["sideways"])
+        assert m["latex"] == [], (name, m["latex"])
+    mathjax = (workbook_report.parent / "08_low_precision.html").read_text(encoding="utf-8")
+    assert 'src="_static/../mathjax/MathJax.js' in mathjax  # typeset offline by the bundled MathJax
+    assert (workbook_report.parent / "mathjax" / "MathJax.js").is_file()
