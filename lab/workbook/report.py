@@ -205,7 +205,8 @@ PNG_NAME_RE = re.compile(r"([\w.-]+\.png)\b")
 SAVE_FIG_RE = re.compile(r"save_fig\([^,()]+,[^,()]+,\s*[\"']([\w-]+)[\"']")
 BUILD_TIMEOUT = 600  # seconds for one Jupyter Book build
 EXTENSIONS = ["sphinx_togglebutton", "sphinx_copybutton", "myst_nb", "jupyter_book", "sphinx_external_toc",
-              "sphinx_design", "sphinx_book_theme"]  # JB's defaults less sphinx_thebe, sphinx_comments, intersphinx
+              "sphinx_design", "sphinx_book_theme",  # JB's defaults less sphinx_thebe, sphinx_comments, intersphinx
+              "sphinxcontrib.bibtex"]  # the bibliography (notebooks/references.bib)
 
 _CSS = """.lab-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9em;width:100%}
 .lab-table td,.lab-table th{border:1px solid var(--pst-color-border,#ccc);padding:.25rem .5rem;text-align:left;
@@ -617,6 +618,7 @@ def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
         f"data, with their tests and thresholds, in `notebooks/claims/{label}.yaml`; each is decided in the Claims "
         "section.*")
     cells, placed, claims_placed, figure_no = [], False, False, 0
+    citations = citation_patterns() if BIBLIOGRAPHY.is_file() else []
     source_cells = list(nb.cells)
     for i, cell in enumerate(source_cells):
         if _drop_cell(cell):
@@ -627,6 +629,7 @@ def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
             continue  # the heading of an explorer the report leaves out
         cell = nbformat.from_dict(dict(cell))
         if cell.cell_type == "markdown":
+            cell.source = cite(_text(cell.source), citations)
             split = _split_title(cell) if not placed else None
             if split is not None:  # the title and its opening text (the question), then the run record
                 cells.append(nbformat.v4.new_markdown_cell(split[0]))
@@ -750,6 +753,39 @@ def _index_section(nb: nbformat.NotebookNode, path: Path, page: str, book: Path)
 # the bundled MathJax, copied to the report's mathjax/ (html_extra_path: Jupyter Book would load every .js under a
 # static path as a script); Sphinx takes the path relative to _static/
 MATHJAX = "../mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
+BIBLIOGRAPHY = NOTEBOOKS / "references.bib"  # every paper a chapter names, with its arXiv id or DOI
+
+
+def citation_patterns(bib: Path = BIBLIOGRAPHY) -> list[tuple[re.Pattern[str], str]]:
+    """(pattern, replacement) pairs that turn a chapter's 'Li et al. (2018)' into a textual citation of the entry and
+    'Li et al. 2018' (inside parentheses) into a bare one, for every entry of the bibliography (sphinxcontrib-bibtex
+    roles; author-year style). Names follow the entry's authors: 'Papyan', 'Moré & Wild', 'Li et al.'."""
+    import codecs
+
+    import latexcodec  # noqa: F401  (registers the 'ulatex' codec)
+    from pybtex.database import parse_file
+
+    out = []
+    for key, entry in parse_file(str(bib)).entries.items():
+        names = [codecs.decode(" ".join(p.last_names), "ulatex").replace("{", "").replace("}", "")
+                 for p in entry.persons.get("author", [])]
+        if not names:
+            continue
+        label = names[0] if len(names) == 1 else " & ".join(names) if len(names) == 2 else f"{names[0]} et al."
+        year = str(entry.fields.get("year", ""))
+        lab = re.escape(label).replace("\\ ", r"\s+")
+        out.append((re.compile(rf"(?<![\w-]){lab}\s+\({year}\)"), f"{{cite:t}}`{key}`"))
+        out.append((re.compile(rf"(?<![\w-]){lab},?\s+{year}(?!\d)"), f"{{cite:alp}}`{key}`"))
+    return out
+
+
+def cite(text: str, patterns: list[tuple[re.Pattern[str], str]]) -> str:
+    """A chapter's markdown with its author-year mentions turned into citations (code spans left alone)."""
+    parts = re.split(r"(`[^`]*`)", text)
+    for i in range(0, len(parts), 2):
+        for pat, rep in patterns:
+            parts[i] = pat.sub(rep, parts[i])
+    return "".join(parts)
 
 
 def mathjax_static() -> Path | None:
@@ -798,6 +834,9 @@ def book_config(title: str = TITLE) -> dict[str, Any]:
             "html_last_updated_fmt": None,
             "html_static_path": ["_static"],
             "html_extra_path": ["_extra"],
+            "bibtex_bibfiles": ["references.bib"],
+            "bibtex_reference_style": "author_year",
+            "bibtex_default_style": "unsrt",
             "mathjax_path": MATHJAX,  # the bundled MathJax 2 (lab.workbook.report.mathjax_static), never a CDN
             "mathjax2_config": {"messageStyle": "none", "showMathMenu": False,
                                 # myst-nb marks notebook pages tex2jax_ignore: typeset Sphinx's math spans only
@@ -947,6 +986,13 @@ def _write_book(executed: list[Path], book: Path) -> None:
                                      chart), book / f"{page}.ipynb")
         sections.append(_index_section(nb, path, page, book))
     robust = robustness_page(book)
+    refs = None
+    if BIBLIOGRAPHY.is_file():
+        shutil.copy2(BIBLIOGRAPHY, book / "references.bib")
+        (book / "references.md").write_text(
+            "# References\n\nEvery paper the chapters name (`notebooks/references.bib`), with its arXiv identifier or "
+            "DOI; the chapters link each mention here.\n\n```{bibliography}\n:all:\n```\n", encoding="utf-8")
+        refs = "references"
     if NOTES.is_dir():
         shutil.copytree(NOTES, book / "_static" / "notes")
     synthesis = ""
@@ -970,7 +1016,7 @@ def _write_book(executed: list[Path], book: Path) -> None:
              + synthesis + "## The chapters\n\n" + "\n".join(s.replace("\n## ", "\n### ", 1) for s in sections))
     (book / "index.md").write_text(index, encoding="utf-8")
     toc = {"format": "jb-book", "root": "index",
-           "chapters": [{"file": p} for p in pages + ([robust] if robust else [])]}
+           "chapters": [{"file": p} for p in pages + [x for x in (robust, refs) if x]]}
     (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
     (book / "_config.yml").write_text(yaml.safe_dump(book_config(), sort_keys=False, allow_unicode=True),
                                       encoding="utf-8")

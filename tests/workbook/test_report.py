@@ -187,3 +187,19 @@ def test_synthesis_status_follows_the_runs_verdicts(tmp_path: Path) -> None:
     bad.write_text("- {note: '000', says: x, answer: maybe, claims: [01.C1]}\n", encoding="utf-8")
     with pytest.raises(ValueError, match="answer 'maybe'; allowed: confirmed"):
         load_synthesis(bad)
+
+
+def test_chapter_mentions_become_citations_of_the_bibliography() -> None:
+    """'Li et al. (2018)' → a textual citation, 'Li et al. 2018' → a bare one; code spans untouched; every entry of
+    notebooks/references.bib carries an arXiv id or a DOI."""
+    from pybtex.database import parse_file
+
+    from lab.workbook.report import BIBLIOGRAPHY, citation_patterns, cite
+
+    pats = citation_patterns()
+    assert cite("as Li et al. (2018) show", pats) == "as {cite:t}`li2018visualizing` show"
+    assert cite("(Sagun et al. 2017; Moré & Wild 2011)", pats) == (
+        "({cite:alp}`sagun2017empirical`; {cite:alp}`more2011ecnoise`)")
+    assert cite("`Li et al. 2018` and Li et al.'s curvature", pats) == "`Li et al. 2018` and Li et al.'s curvature"
+    for key, e in parse_file(str(BIBLIOGRAPHY)).entries.items():
+        assert e.fields.get("eprint") or e.fields.get("doi"), key
