@@ -208,14 +208,24 @@ EXTENSIONS = ["sphinx_togglebutton", "sphinx_copybutton", "myst_nb", "jupyter_bo
               "sphinx_design", "sphinx_book_theme",  # JB's defaults less sphinx_thebe, sphinx_comments, intersphinx
               "sphinxcontrib.bibtex"]  # the bibliography (notebooks/references.bib)
 
-_CSS = """.lab-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9em;width:100%}
+FONTS = Path(__file__).resolve().parent / "fonts"  # Noto Sans JP, subset to the chapters' Japanese quotes (OFL)
+_CSS = """@font-face{font-family:"Lab Noto Sans JP";src:url(fonts/noto-sans-jp-subset.woff2) format("woff2");
+unicode-range:U+3000-30FF,U+4E00-9FFF,U+FF00-FFEF}
+html{--pst-font-family-base:var(--pst-font-family-base-system),"Lab Noto Sans JP"}
+.lab-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9em;width:100%}
 .lab-table td,.lab-table th{border:1px solid var(--pst-color-border,#ccc);padding:.25rem .5rem;text-align:left;
 vertical-align:top}.lab-table th{background:var(--pst-color-surface,#f3f4f5)}
 .lab-PASS{color:#1a7f37;font-weight:bold}.lab-FAIL{color:#cf222e;font-weight:bold}.lab-UNTESTED{color:#9a6700;font-weight:bold}
 .lab-nums{font-family:var(--pst-font-family-monospace,monospace);font-size:.85em}
 .lab-meta th{width:9rem;white-space:nowrap}.lab-tally{font-weight:bold}
 article img{max-width:100%;height:auto}
-.cell_output pre{font-size:.85em;white-space:pre-wrap}.lab-synthesis td:first-child{white-space:nowrap}
+.cell_output pre{font-size:.85em;white-space:pre-wrap}
+@media print{.bd-sidebar-primary,.bd-sidebar-secondary,.bd-header,.bd-header-article,.prev-next-area,.bd-footer,
+.bd-footer-article,.headerlink,.toggle-button,.cell_input{display:none!important}
+.bd-main .bd-content .bd-article-container{max-width:100%!important}figure.lab-keyfig{float:none;width:70%}
+div.full-width,div.cell.tag_full-width{width:100%!important;max-width:100%!important}
+article section{break-inside:auto}figure,table.lab-compact tr{break-inside:avoid}}
+.lab-synthesis td:first-child{white-space:nowrap}
 figure.lab-keyfig{float:right;width:48%;margin:.2rem 0 .6rem 1.2rem}figure.lab-keyfig figcaption{font-size:.8em}
 article section section{display:flow-root}
 .bd-main .bd-content .bd-article-container:has(.lab-index){max-width:100%}
@@ -629,7 +639,7 @@ def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
             continue  # the heading of an explorer the report leaves out
         cell = nbformat.from_dict(dict(cell))
         if cell.cell_type == "markdown":
-            cell.source = cite(_text(cell.source), citations)
+            cell.source = cite(NOTE_FILE_RE.sub(_note_link, _text(cell.source)), citations)
             split = _split_title(cell) if not placed else None
             if split is not None:  # the title and its opening text (the question), then the run record
                 cells.append(nbformat.v4.new_markdown_cell(split[0]))
@@ -777,6 +787,14 @@ def citation_patterns(bib: Path = BIBLIOGRAPHY) -> list[tuple[re.Pattern[str], s
         out.append((re.compile(rf"(?<![\w-]){lab}\s+\({year}\)"), f"{{cite:t}}`{key}`"))
         out.append((re.compile(rf"(?<![\w-]){lab},?\s+{year}(?!\d)"), f"{{cite:alp}}`{key}`"))
     return out
+
+
+NOTE_FILE_RE = re.compile(r"`((\d{3})_[0-9a-f]{16}\.txt)`")  # a chapter's seed: a lab note's file name
+
+
+def _note_link(m: re.Match[str]) -> str:
+    """A lab note's file name in a chapter → 'lab note 001', linked to the note shipped with the report."""
+    return f"<a href='_static/notes/{m[1]}'>lab note {m[2]}</a>"
 
 
 def cite(text: str, patterns: list[tuple[re.Pattern[str], str]]) -> str:
@@ -965,6 +983,7 @@ def _write_book(executed: list[Path], book: Path) -> None:
 
     (book / "_static").mkdir(parents=True)
     (book / "_static" / "lab.css").write_text(_CSS, encoding="utf-8")
+    shutil.copytree(FONTS, book / "_static" / "fonts", ignore=shutil.ignore_patterns("*.md"))
     mathjax = mathjax_static()
     if mathjax is None:
         raise RuntimeError("the report renders its maths with the MathJax that jupyter-server-mathjax ships: "
@@ -1005,7 +1024,7 @@ def _write_book(executed: list[Path], book: Path) -> None:
                      + synthesis_table(by_id, page_of) + "\n\n")
     index = (f"# {TITLE}\n\n<div class='lab-index'></div>\n\n{WORKBOOK_QUESTION}\n\n*Built {built} from "
              f"{len(executed)} executed chapter(s); nothing was re-executed. Code is folded: open a cell's input with "
-             "its toggle.*\n\n"
+             f"its toggle. The whole report as one PDF: <a href='{PDF_NAME}'>{PDF_NAME}</a>.*\n\n"
              + f"**{_kind_count(every)}** — {tally_text(every)}. A *finding* is a property of networks or training "
              "that could have come out otherwise (it names the alternative it rules out); a *check* is an identity, "
              "an implementation test or a protocol gate the measurements depend on; NOT TESTED marks a refutation "
@@ -1072,6 +1091,53 @@ def _replace_report(html_dir: Path, out_dir: Path) -> None:
         shutil.rmtree(new, ignore_errors=True)
 
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; playwright drives it and downloads no browser of its own
+PDF_NAME = "lab-report.pdf"
+
+
+def print_pdf(html_dir: Path, pages: list[str], dest: Path, chromium: Path = CHROMIUM) -> Path | None:
+    """Print the built pages (in reading order: index, chapters, robustness, references) with headless Chromium's
+    print-to-PDF after MathJax has typeset them, and join them into one PDF at dest (A4, the print stylesheet: no
+    sidebars, code folded). No TeX needed. Returns dest, or None (with a warning) when Chromium or playwright is
+    missing."""
+    import tempfile
+    import warnings
+
+    try:
+        from playwright.sync_api import sync_playwright
+        from pypdf import PdfWriter
+    except ImportError as e:
+        warnings.warn(f"no PDF of the report: {e.name} is not installed (make install installs it)", stacklevel=2)
+        return None
+    if not chromium.exists():
+        warnings.warn(f"no PDF of the report: no browser at {chromium} (apt-get install chromium)", stacklevel=2)
+        return None
+    writer = PdfWriter()
+    with tempfile.TemporaryDirectory(prefix="lab-pdf-") as tmp, sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(Path(tmp) / "profile", executable_path=str(chromium),
+                                                    headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = ctx.new_page()
+            page.emulate_media(media="print")
+            for i, name in enumerate(pages):
+                path = html_dir / f"{name}.html"
+                if not path.is_file():
+                    continue
+                page.goto(path.resolve().as_uri(), wait_until="load")
+                page.wait_for_function("() => !window.MathJax || (MathJax.isReady && MathJax.Hub.queue.pending === 0"
+                                       " && MathJax.Hub.queue.running === 0)", timeout=30_000)
+                part = Path(tmp) / f"{i:03d}.pdf"
+                page.pdf(path=str(part), format="A4", print_background=True,
+                         margin={"top": "14mm", "bottom": "14mm", "left": "12mm", "right": "12mm"})
+                writer.append(str(part))
+        finally:
+            ctx.close()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(dest, "wb") as f:
+            writer.write(f)
+    return dest
+
+
 def build_report(executed: list[Path], out_dir: Path = REPORT) -> Path:
     """Build the lab report with Jupyter Book from executed chapters (never re-executed) into out_dir: index.html
     (each chapter's question, claims, verdicts, numbers and key figure) and one page per chapter; return the index
@@ -1085,7 +1151,12 @@ def build_report(executed: list[Path], out_dir: Path = REPORT) -> Path:
     with tempfile.TemporaryDirectory(prefix="lab-report-") as tmp:
         book = Path(tmp) / "book"
         _write_book(executed, book)
-        _replace_report(_run_build(book, Path(tmp) / "out"), out_dir)
+        html_dir = _run_build(book, Path(tmp) / "out")
+        import yaml
+
+        toc = yaml.safe_load((book / "_toc.yml").read_text(encoding="utf-8"))
+        print_pdf(html_dir, ["index", *(c["file"] for c in toc.get("chapters", []))], html_dir / PDF_NAME)
+        _replace_report(html_dir, out_dir)
     return out_dir / "index.html"
 
 

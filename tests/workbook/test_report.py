@@ -203,3 +203,19 @@ def test_chapter_mentions_become_citations_of_the_bibliography() -> None:
     assert cite("`Li et al. 2018` and Li et al.'s curvature", pats) == "`Li et al. 2018` and Li et al.'s curvature"
     for key, e in parse_file(str(BIBLIOGRAPHY)).entries.items():
         assert e.fields.get("eprint") or e.fields.get("doi"), key
+
+
+def test_the_shipped_cjk_font_covers_the_chapters_quotes() -> None:
+    """The report's subset Noto Sans JP has a glyph for every CJK character in the chapters' prose, so lab note 001's
+    quotes render (not as empty boxes) on a machine without a CJK font, and in the PDF."""
+    import re
+
+    from fontTools.ttLib import TTFont
+
+    from lab.workbook.paths import NOTEBOOKS
+    from lab.workbook.report import FONTS
+
+    cmap = TTFont(FONTS / "noto-sans-jp-subset.woff2").getBestCmap()
+    used = {ch for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") for c in nbformat.read(p, as_version=4).cells
+            if c.cell_type == "markdown" for ch in re.findall(r"[\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]", c.source)}
+    assert used and not {ch for ch in used if ord(ch) not in cmap}

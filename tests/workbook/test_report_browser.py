@@ -174,6 +174,14 @@ def test_the_workbook_report_reads_as_a_report(workbook_report: Path) -> None:
             assert shown >= min(drawn, 1000) - 2, (name, natural, shown, drawn)
         assert m["sideways"] == [], (name, m["sideways"])
         assert m["latex"] == [], (name, m["latex"])
+    pdf = workbook_report.parent / "lab-report.pdf"  # the whole report, printed by Chromium (no TeX)
+    from pypdf import PdfReader
+
+    assert len(PdfReader(pdf).pages) >= 2 * len(pages)
+    assert "lab-report.pdf" in workbook_report.read_text(encoding="utf-8")
+    found = check_pages(workbook_report)  # every link (lab notes, references, the PDF) and image resolves
+    for name, problems in found.items():
+        assert problems["links"] == [] and problems["images"] == [], (name, problems["links"], problems["images"])
     mathjax = (workbook_report.parent / "08_low_precision.html").read_text(encoding="utf-8")
     assert 'src="_static/../mathjax/MathJax.js' in mathjax  # typeset offline by the bundled MathJax
     assert (workbook_report.parent / "mathjax" / "MathJax.js").is_file()
