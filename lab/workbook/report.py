@@ -971,7 +971,14 @@ def robustness_page(book: Path, source: Path = ROBUSTNESS) -> str | None:
         lines += ["```{figure} figures/robustness/matrix.png", ":width: 100%", ":alt: the robustness matrix", "",
                   "The robustness matrix: share of runs in which each claim (rows) holds, per condition (columns).",
                   "```", ""]
-    lines += [table.read_text(encoding="utf-8")]
+    held = re.compile(r"\|\s*(\d+)/(\d+)\s*\|\s*$")  # the last column: runs where the claim holds
+    rows = [ln for ln in table.read_text(encoding="utf-8").splitlines() if held.search(ln)]
+    shaky = [ln for ln in rows if (m := held.search(ln)) and m[1] != m[2]]
+    lines += [f"{len(rows) - len(shaky)} of {len(rows)} claims hold in every run of the matrix."
+              + (" The others:" if shaky else "") + "\n"]
+    if shaky:
+        head = [ln for ln in table.read_text(encoding="utf-8").splitlines() if ln.startswith("|")][:2]
+        lines += [*head, *shaky, ""]
     (book / "robustness.md").write_text("\n".join(lines), encoding="utf-8")
     return "robustness"
 

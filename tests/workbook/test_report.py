@@ -144,13 +144,15 @@ def test_the_report_has_a_page_on_the_published_robustness_matrix(executed: Path
         "conditions": [{"name": "native·2t", "seeds": [0, 1]}], "skipped": [[{"name": "cuda"}, "no CUDA GPU"]],
         "native_kernels": "avx512", "runs": 2, "distinct_runs": 2, "failed_runs": 0, "verdicts": 4, "fails": 1,
         "flipping_claims": ["99 C1"]}))
-    (src / "claims.md").write_text("| chapter | claim |\n| --- | --- |\n| 99 | C1 |\n")
+    (src / "claims.md").write_text("| chapter | claim | runs where it holds |\n| --- | --- | --- |\n"
+                                   "| 99 | C1 | 1/2 |\n| 99 | C2 | 2/2 |\n")
     book = tmp_path / "book"
     book.mkdir()
     assert report.robustness_page(book, src) == "robustness"
     page = (book / "robustness.md").read_text()
     assert "3 of 4 verdicts PASS" in page and "99 C1" in page and "native·2t (seeds 0, 1)" in page
-    assert "no CUDA GPU" in page and "| 99 | C1 |" in page
+    assert "no CUDA GPU" in page and "| 99 | C1 | 1/2 |" in page and "| 99 | C2 |" not in page  # only the shaky rows
+    assert "1 of 2 claims hold in every run" in page
     assert report.robustness_page(tmp_path / "book2", tmp_path / "absent") is None
     index = build_report([executed], out_dir=tmp_path / "report")
     if (report.ROBUSTNESS / "conditions.json").is_file():          # the repository publishes one
