@@ -24,7 +24,7 @@ def quick_table() -> tuple:
 def test_every_row_runs_lab_and_every_installed_peer(quick_table) -> None:
     rows, mod = quick_table
     works = {r["work"] for r in rows}
-    assert len(works) == 14 and sum(w.startswith("LM (") for w in works) == 4     # 10 MLP rows, 4 transformer rows
+    assert len(works) == 15 and sum(w.startswith("LM (") for w in works) == 4     # 11 MLP rows, 4 transformer rows
     for w in works:
         lab = [r for r in rows if r["work"] == w and r["kind"] == "lab"]
         assert lab and all(math.isfinite(r["t_median"]) and r["t_median"] > 0 for r in lab), w
@@ -57,6 +57,8 @@ def test_lab_answers_are_right(quick_table) -> None:
     lm = {(w[w.index(") ") + 2:], m): r for (w, m), r in by.items() if w.startswith("LM (")}
     assert lm["top-5 eigenvalues", "lab top_eigs (Lanczos)"]["err"] < 1e-4            # float32 against float64
     assert lm["one GGN product", "lab ggn_operator"]["err"] < 1e-5
+    ef = {m: r for (w, m), r in by.items() if w.startswith("empirical Fisher")}  # lab and curvlinops, vs float64
+    assert ef and all(r["err"] < 1e-5 for r in ef.values()), {m: r["err"] for m, r in ef.items()}
     for (work, m), r in lm.items():                             # every peer's LM product agrees (PyHessian's power
         if r["kind"] == "peer" and r["err"] != "" and "PyHessian" not in m:   # iteration at maxIter 20 may not)
             assert r["err"] < 1e-3, (work, m, r["err"])
