@@ -209,7 +209,7 @@ EXTENSIONS = ["sphinx_togglebutton", "sphinx_copybutton", "myst_nb", "jupyter_bo
               "sphinxcontrib.bibtex"]  # the bibliography (notebooks/references.bib)
 
 FONTS = Path(__file__).resolve().parent / "fonts"  # Noto Sans JP, subset to the chapters' Japanese quotes (OFL)
-_CSS = """@font-face{font-family:"Lab Noto Sans JP";src:url(fonts/noto-sans-jp-subset.woff2) format("woff2");
+_CSS = """@font-face{font-family:"Lab Noto Sans JP";src:url(fonts/noto-sans-jp-subset.woff) format("woff");
 unicode-range:U+3000-30FF,U+4E00-9FFF,U+FF00-FFEF}
 html{--pst-font-family-base:var(--pst-font-family-base-system),"Lab Noto Sans JP"}
 .lab-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9em;width:100%}

@@ -217,7 +217,7 @@ def test_the_shipped_cjk_font_covers_the_chapters_quotes() -> None:
     from lab.workbook.paths import NOTEBOOKS
     from lab.workbook.report import FONTS
 
-    cmap = TTFont(FONTS / "noto-sans-jp-subset.woff2").getBestCmap()
+    cmap = TTFont(FONTS / "noto-sans-jp-subset.woff").getBestCmap()
     used = {ch for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") for c in nbformat.read(p, as_version=4).cells
             if c.cell_type == "markdown" for ch in re.findall(r"[\u3000-\u30ff\u4e00-\u9fff\uff00-\uffef]", c.source)}
     assert used and not {ch for ch in used if ord(ch) not in cmap}
