@@ -622,9 +622,8 @@ def stage_chapter(nb: nbformat.NotebookNode, path: Path, label: str,
             "threshold — green bars right of 0 pass, red bars left of it fail. Claims decided replicate by "
             "replicate have no interval and appear in the table only.") + "\n"
     claims_cell = nbformat.v4.new_markdown_cell(block, metadata={"tags": ["lab-claims"]})
-    n_f = sum(c.get("kind") == "finding" for c in claims)
     intro_cell = nbformat.v4.new_markdown_cell(
-        f"*This chapter's {len(claims)} claims ({n_f} findings, {len(claims) - n_f} checks) are declared before the "
+        f"*This chapter's {len(claims)} claims ({_kind_count(claims)}) are declared before the "
         f"data, with their tests and thresholds, in `notebooks/claims/{label}.yaml`; each is decided in the Claims "
         "section.*")
     cells, placed, claims_placed, figure_no = [], False, False, 0
