@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tally(res: dict) -> str:
+    """'70/77 verdicts PASS, 5 NOT TESTED, 2 FAIL': NOT TESTED (no power, or a failed protocol check) is neither."""
+    nt = int(res.get("not_tested") or 0)
+    return (f"{res['verdicts'] - res['fails'] - nt}/{res['verdicts']} verdicts PASS, {nt} NOT TESTED, "
+            f"{res['fails']} FAIL")
+
+
 def _robustness(args: argparse.Namespace) -> int:
     """The robustness subcommand: plan, run pending points, write the matrix; 1 if any verdict FAILs or a run
     failed."""
@@ -164,7 +171,7 @@ def _robustness_locked(args: argparse.Namespace, p: object) -> int:
         from lab.workbook.runner import write_atomic
 
         write_atomic(prev, json.dumps(res, indent=1))
-        print(f"robustness {p.out_dir.name}: {res['verdicts'] - res['fails']}/{res['verdicts']} verdicts PASS over "
+        print(f"robustness {p.out_dir.name}: {_tally(res)} over "
               f"{res['runs']} run(s) of {res['claims']} claims, {res['failed_runs']} run(s) failed or missing")
         if args.publish:
             for f in robustness.publish(p.out_dir, args.publish):
@@ -177,7 +184,7 @@ def _robustness_locked(args: argparse.Namespace, p: object) -> int:
                   f"{states.count('done')}/{len(states)} done")
         return 0
     res = robustness.run(p, workers=args.workers, timeout=args.timeout, progress=not args.no_progress)
-    print(f"robustness {p.out_dir.name}: {res['verdicts'] - res['fails']}/{res['verdicts']} verdicts PASS over "
+    print(f"robustness {p.out_dir.name}: {_tally(res)} over "
           f"{res['runs']} run(s) of {res['claims']} claims, {res['failed_runs']} run(s) failed, {res['seconds']:.0f} s")
     if res["flipping_claims"]:
         print("claims that FAIL somewhere: " + ", ".join(res["flipping_claims"]))

@@ -953,7 +953,7 @@ def robustness_page(book: Path, source: Path = ROBUSTNESS) -> str | None:
     conds = "; ".join(f"{c['name']} (seeds {', '.join(map(str, c['seeds']))})" for c in d.get("conditions", []))
     skipped = "; ".join(f"{c[0]['name']}: {c[1]}" for c in d.get("skipped", []))
     when = git_output("log", "-1", "--format=%cd", "--date=format:%Y-%m-%d", "--", str(summary)) or "not recorded"
-    passed = d.get("verdicts", 0) - d.get("fails", 0)
+    passed = d.get("verdicts", 0) - d.get("fails", 0) - d.get("not_tested", 0)  # NOT TESTED is not a PASS
     flipping = ", ".join(map(str, d.get("flipping_claims") or [])) or "none"
     lines = ["# Robustness matrix", "",
              "Every chapter re-run over seeds and numeric conditions (CPU kernels via `ATEN_CPU_CAPABILITY`, threads),"
