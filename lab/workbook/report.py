@@ -331,7 +331,7 @@ TEXT_COLUMN_CHARS = 100  # printed characters a line of output holds in that col
 
 def png_width(data: str | bytes) -> int:
     """The pixel width of a PNG (base64 text, as notebooks store it, or raw bytes); 0 when it is not a PNG."""
-    raw = base64.b64decode(data[:64]) if isinstance(data, str) else bytes(data[:32])
+    raw = base64.b64decode("".join(data[:80].split())[:64]) if isinstance(data, str) else bytes(data[:32])
     return int.from_bytes(raw[16:20], "big") if raw[:8] == b"\x89PNG\r\n\x1a\n" else 0
 
 

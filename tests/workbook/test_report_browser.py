@@ -11,9 +11,8 @@ import pytest
 
 from lab.workbook import runner
 from lab.workbook.paths import RUNS
-from lab.workbook.report import build_report
+from lab.workbook.report import CHROMIUM, build_report
 
-CHROMIUM = Path("/usr/bin/chromium")
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 SCREENS = RUNS / "report-screens"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
