@@ -24,6 +24,7 @@ SLOW_TESTS = {
     "test_behavior.py::test_batched_levenberg_marquardt_agrees_with_the_loop",
     "landscape/test_surfaces.py::test_random_walk_pca_matches_brute_force_simulation",
     "numerics/test_noise.py::test_adaptive_spacing_gives_usable_tables_in_every_dtype",
+    "numerics/test_lowprec.py::test_sgd_excess_prediction_matches_simulated_sgd_on_a_quadratic",
     "training/test_schedules.py::test_train_replicates_equals_separate_runs_and_controls_each_replicate",
     "training/test_schedules.py::test_train_stream_fixed_vs_fresh_and_model_untouched",
     "training/test_schedules.py::test_lr_range_test_sweeps_exponentially",

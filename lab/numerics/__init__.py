@@ -19,6 +19,7 @@ from lab.numerics.lowprec import (
     round_to,
     rounding_floor,
     sampled_batch_noise,
+    sgd_excess_prediction,
     tail_excess,
     train_lowprec,
 )
@@ -115,4 +116,5 @@ __all__ = [
     "float64_minimum",
     "rounding_floor",
     "tail_excess",
+    "sgd_excess_prediction",
 ]

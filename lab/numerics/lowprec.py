@@ -23,7 +23,7 @@ from lab.numerics.precision import neighbour
 
 __all__ = ["GradError", "grad_error", "fit_law", "BatchNoise", "batch_noise", "sampled_batch_noise", "crossover_batch",
            "round_stochastic", "round_to", "lost_updates", "predicted_lost_share", "MODES", "OPTIMIZERS", "LowPrecRun",
-           "train_lowprec", "float64_minimum", "rounding_floor", "tail_excess"]
+           "train_lowprec", "float64_minimum", "rounding_floor", "tail_excess", "sgd_excess_prediction"]
 
 MODES = ("float32", "rtn", "master", "sr")
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -713,3 +713,87 @@ def tail_excess(run: LowPrecRun, l_star: float, fraction: float = 0.5) -> tuple[
     k = max(1, int(round(len(run.full_loss) * fraction)))
     tail = np.asarray(run.full_loss[-k:], dtype=np.float64) - l_star
     return float(tail.mean()), float(tail.std())
+
+
+def sgd_excess_prediction(batch_loss_fn: Callable, theta_star: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                          lr: float, batch: int, at_steps: np.ndarray | list[int], max_params: int = 20_000
+                          ) -> np.ndarray:
+    """The expected excess loss E[L(θ_t)] − L* of SGD started at a minimum θ*, at the given steps, in the
+    quadratic model with the minibatch noise of θ*: the theory a measured stationary excess is checked against.
+
+    Near θ* the update is δθ_{t+1} = (I − ηH)·δθ_t − η·ξ_t, with H the float64 Hessian at θ* and ξ_t the minibatch
+    gradient's noise (batches of `batch` drawn without replacement from the n samples: covariance Σ_B =
+    Σ₁·(n − B)/(B·(n − 1)), Σ₁ the per-sample gradients' covariance). So C_t = E[δθ_t δθ_tᵀ] obeys
+    C_{t+1} = A·C_t·A + η²·Σ_B with A = I − ηH and C_0 = 0, and the excess is ½·tr(H·C_t). In H's eigenbasis
+    (λ_k, v_k) only the diagonal of Σ_B enters: excess(t) = ½·Σ_k λ_k·η²·s_k·(1 − a_k^{2t})/(1 − a_k²), with
+    a_k = 1 − ηλ_k and s_k = v_kᵀ·Σ_B·v_k. For large t it tends to the Langevin value (η/4)·Σ_k s_k/(1 − ηλ_k/2),
+    ∝ η for small η (a ratio 4 for 4× the lr); a mode with t·ηλ_k ≪ 1 has not settled and grows like t·η² instead
+    (a ratio 16), so a finite run lies in between.
+    Dense: H (P × P) and the n per-sample gradients are formed in float64.
+
+    Args:
+        batch_loss_fn: (θ, x, y) ↦ mean loss of a batch (e.g. `lab.flat.make_batch_loss_fn`, plus any penalty);
+            the per-sample losses must be independent (no batch statistics).
+        theta_star: a float64 minimum (e.g. from `float64_minimum`), shape (P,).
+        x, y: the n training samples the batches are drawn from.
+        lr: the constant learning rate η > 0, with η·λmax < 2 (else SGD leaves θ*).
+        batch: the minibatch size B, 1 ≤ B ≤ n (B = n: full batch, no noise).
+        at_steps: the steps t ≥ 0 to predict at (e.g. `LowPrecRun.eval_steps`).
+        max_params: refuse a θ* with more entries than this (the Hessian is dense).
+
+    Returns:
+        np.ndarray: the predicted excess at each step, shape (len(at_steps),), float64.
+
+    Raises:
+        ValueError: lr, batch, at_steps or the size of θ* out of range, or η·λmax ≥ 2.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> from lab.numerics import sgd_excess_prediction
+        >>> f = lambda t, xb, yb: 0.5 * ((t - xb) ** 2).sum(1).mean()    # H = I, per-sample gradient t − x_i
+        >>> x = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
+        >>> ex = sgd_excess_prediction(f, torch.zeros(1, dtype=torch.float64), x, x, lr=0.5, batch=1,
+        ...                            at_steps=[0, 1, 100])
+        >>> ex.round(6).tolist()                         # ½·η²·1·(1 − 0.25^t)/(1 − 0.25) → 1/6
+        [0.0, 0.125, 0.166667]
+    """
+    from torch.func import grad, hessian, vmap
+    where = "lab.numerics.sgd_excess_prediction"
+    lr = require_real(lr, "lr", where, lo=0.0, lo_open=True)
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(not_allowed("y", f"{len(y)} samples", f"as many samples as x ({n})", where))
+    batch = require_int(batch, "batch", where, lo=1, hi=n)
+    steps = np.asarray(at_steps)
+    if steps.ndim != 1 or not len(steps) or not np.issubdtype(steps.dtype, np.integer) or (steps < 0).any():
+        raise ValueError(not_allowed("at_steps", at_steps, "a non-empty 1-D list of integer steps >= 0", where))
+    th = require_finite(theta_star.detach().double(), "theta_star", where)
+    if th.ndim != 1 or th.numel() > max_params:
+        raise ValueError(not_allowed("theta_star", f"a tensor of shape {tuple(th.shape)}",
+                                     f"a flat vector of at most max_params = {max_params} entries (dense Hessian)",
+                                     where))
+    x64 = x.double() if x.is_floating_point() else x
+    y64 = y.double() if y.is_floating_point() else y
+    h = hessian(lambda t: batch_loss_fn(t, x64, y64))(th)
+    lam, vec = torch.linalg.eigh(require_finite(h, "the Hessian at theta_star", where))
+    if float(lam.min()) < -1e-10 * max(float(lam.max()), 0.0):
+        raise ValueError(not_allowed("theta_star", f"a point with λmin = {float(lam.min()):.3g}",
+                                     "a minimum (a positive semi-definite Hessian)", where))
+    if lr * float(lam.max()) >= 2:
+        raise ValueError(not_allowed("lr", lr, f"lr·λmax < 2 (λmax = {float(lam.max()):.4g} at theta_star: SGD "
+                                     "leaves the minimum, there is no stationary excess)", where))
+    one = vmap(grad(lambda t, xi, yi: batch_loss_fn(t, xi[None], yi[None])), in_dims=(None, 0, 0))
+    proj = torch.cat([one(th, x64[i:i + 256], y64[i:i + 256]) for i in range(0, n, 256)]) @ vec   # (n, P)
+    var1 = ((proj - proj.mean(0)) ** 2).mean(0)                  # population variance along each v_k
+    s_b = var1 * (n - batch) / (batch * (n - 1)) if n > 1 else torch.zeros_like(var1)
+    lam_n, s_n = lam.numpy(force=True), s_b.numpy(force=True)
+    a2 = (1 - lr * lam_n) ** 2
+    one_minus = 1 - a2
+    out = []
+    for t in steps:
+        # (1 − a^{2t})/(1 − a²), and its limit t where a² = 1 (a zero eigenvalue)
+        geo = np.where(np.abs(one_minus) > 1e-15, -np.expm1(t * np.log(np.maximum(a2, 1e-300))) /
+                       np.where(np.abs(one_minus) > 1e-15, one_minus, 1.0), float(t))
+        out.append(0.5 * float(np.sum(lam_n * lr**2 * s_n * geo)))
+    return np.asarray(out)
+
