@@ -500,3 +500,24 @@ def test_code_hash_follows_the_claims_declaration(tmp_path: Path) -> None:
     declared = sweep.notebook_hash(nb)
     (tmp_path / "claims" / "07.yaml").write_text("- id: C1\n  test: ratio above 3\n", encoding="utf-8")
     assert len({bare, declared, sweep.notebook_hash(nb)}) == 3
+
+
+@pytest.mark.parametrize("grid_file", sorted((ROOT / "sweeps").glob("[0-9][0-9]_*.yaml")), ids=lambda p: p.name)
+def test_committed_sweep_files_plan_and_pass_their_chapters_rules(grid_file: Path, tmp_path: Path) -> None:
+    """Every committed grid names its chapter's parameters with values of the declared types (the plan) and inside
+    the ranges of the chapter's own validation cell (its rules, evaluated here without running the chapter)."""
+    import importlib
+
+    from lab.workbook import runner
+    from lab.workbook.sweep.grid import expand, load_grid
+    rules_ns = vars(importlib.import_module("lab.workbook.validate"))
+    chapter = grid_file.name[:2]
+    sweep.plan(chapter, grid_file, out_root=tmp_path)
+    cells = nbformat.read(runner.resolve_notebook(chapter), as_version=4).cells
+    i = next(k for k, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    ns = dict(rules_ns)
+    exec(cells[i + 1].source.split("\nCH = ")[0], ns)  # noqa: S102   the cell's imports and constants
+    rules = {name: eval(src, ns) for name, src in runner._rules_in(cells[i + 1].source).items()}  # noqa: S307
+    for point in expand(load_grid(grid_file)):
+        for name, value in point.items():
+            assert rules[name].check(value), f"{grid_file.name}: {name} = {value!r} is not {rules[name].allowed}"
