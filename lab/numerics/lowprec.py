@@ -728,8 +728,9 @@ def sgd_excess_prediction(batch_loss_fn: Callable, theta_star: torch.Tensor, x: 
     (λ_k, v_k) only the diagonal of Σ_B enters: excess(t) = ½·Σ_k λ_k·η²·s_k·(1 − a_k^{2t})/(1 − a_k²), with
     a_k = 1 − ηλ_k and s_k = v_kᵀ·Σ_B·v_k. For large t it tends to the Langevin value (η/4)·Σ_k s_k/(1 − ηλ_k/2),
     ∝ η for small η (a ratio 4 for 4× the lr); a mode with t·ηλ_k ≪ 1 has not settled and grows like t·η² instead
-    (a ratio 16), so a finite run lies in between.
-    Dense: H (P × P) and the n per-sample gradients are formed in float64.
+    (a ratio 16), so a finite run lies in between. Left out: the noise's change with θ (multiplicative noise,
+    (x xᵀ − H)·δθ in least squares), which raises the excess by a share that grows with η, and the loss's terms
+    beyond the quadratic. Dense: H (P × P) and the n per-sample gradients are formed in float64.
 
     Args:
         batch_loss_fn: (θ, x, y) ↦ mean loss of a batch (e.g. `lab.flat.make_batch_loss_fn`, plus any penalty);
