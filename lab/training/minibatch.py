@@ -16,7 +16,7 @@ import torch
 from lab._progress import progress_bar
 from lab.checks import NonFiniteError, require_finite
 
-__all__ = ["MinibatchRun", "sgd_to_loss"]
+__all__ = ["STOPS", "MinibatchRun", "sgd_to_loss"]
 
 
 @dataclass
@@ -44,10 +44,13 @@ class MinibatchRun:
         return float(self.epoch_loss[-1]) if len(self.epoch_loss) else math.nan
 
 
+STOPS = ("first", "nearest")
+
+
 def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                 theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, batch_size: int, lr: float, target: float,
                 max_steps: int, momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0,
-                progress: bool = False, check_every: int | None = None) -> MinibatchRun:
+                progress: bool = False, check_every: int | None = None, stop: str = "first") -> MinibatchRun:
     """SGD (torch.optim.SGD, heavy-ball momentum, coupled L2 weight decay) on shuffled minibatches until the
     full-batch loss (without the weight-decay term) falls to `target`, checked after every epoch (or every
     `check_every` steps), or until `max_steps` steps have been taken (then `reached` is False).
@@ -68,6 +71,10 @@ def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tenso
         check_every: steps between checks of the full-batch loss, >= 1; None checks after every epoch. A run
             matched to a training loss should check often (1: every step), so that a small batch, with many steps
             per epoch, does not overshoot the target by a whole epoch's progress.
+        stop: one of STOPS. "first": return the first checked point at or below the target. "nearest": return
+            whichever of that point and the check before it has the full-batch loss nearer the target, so that
+            one large step across the target does not end the run far below it (the earlier point's loss is then
+            appended to `epoch_loss` and `steps` counts to it; `reached` still says the target was crossed).
 
     Returns:
         A `MinibatchRun`.
@@ -97,7 +104,8 @@ def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tenso
              "a number >= 0"),
             ("check_every", check_every, check_every is None or (isinstance(check_every, int)
                                                                  and not isinstance(check_every, bool)
-                                                                 and check_every >= 1), "None or an integer >= 1")):
+                                                                 and check_every >= 1), "None or an integer >= 1"),
+            ("stop", stop, isinstance(stop, str) and stop in STOPS, f"one of {STOPS}")):
         if not ok:
             raise ValueError(f"parameter '{name}' = {v!r} is not allowed: expected {allowed}")
     require_finite(theta, "the starting θ", "lab.training.sgd_to_loss")
@@ -107,6 +115,8 @@ def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tenso
     per_epoch = n // batch_size
     max_epochs = math.ceil(max_steps / per_epoch)
     steps, losses, reached, epochs = 0, [], False, 0
+    prev: tuple[torch.Tensor, int] | None = None  # the last checked point above the target and its step
+
 
     def full_loss(where: str) -> float:
         with torch.no_grad():
@@ -128,16 +138,24 @@ def sgd_to_loss(loss_on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tenso
             loss_on_batch(p, x[idx], y[idx]).backward()
             opt.step()
             steps += 1
-            if check_every is not None and steps % check_every == 0 and full_loss(f"after step {steps}") <= target:
-                reached = True
-                break
+            if check_every is not None and steps % check_every == 0:
+                if full_loss(f"after step {steps}") <= target:
+                    reached = True
+                    break
+                prev = (p.detach().clone(), steps) if stop == "nearest" else None
         if reached:
             break
-        if check_every is None and full_loss(f"after epoch {epoch}") <= target:
-            reached = True
-            break
+        if check_every is None:
+            if full_loss(f"after epoch {epoch}") <= target:
+                reached = True
+                break
+            prev = (p.detach().clone(), steps) if stop == "nearest" else None
         if steps >= max_steps:
             break
     if check_every is not None and (not losses or steps % check_every):
         reached = full_loss(f"after step {steps}") <= target  # the final point is always measured
-    return MinibatchRun(p.detach(), steps, epochs, reached, np.array(losses, dtype=np.float64))
+    theta = p.detach()
+    if reached and prev is not None and len(losses) >= 2 and abs(losses[-2] - target) < abs(losses[-1] - target):
+        theta, steps = prev
+        losses.append(losses[-2])                          # the returned point's loss is the last entry
+    return MinibatchRun(theta, steps, epochs, reached, np.array(losses, dtype=np.float64))

@@ -71,3 +71,33 @@ def test_per_step_checks_stop_at_the_first_step_below_the_target() -> None:
     assert per_epoch.reached and per_epoch.train_loss <= per_step.train_loss  # the epoch check overshoots
     with pytest.raises(ValueError, match="check_every"):
         sgd_to_loss(f, theta0, x, y, batch_size=4, lr=0.05, target=0.3, max_steps=10, check_every=0)
+
+
+@pytest.mark.parametrize("check_every", [1, 3, None])
+def test_nearest_stop_returns_whichever_of_the_last_two_checks_is_nearer_the_target(check_every) -> None:
+    """stop="nearest" is "first" until the crossing; then it returns the earlier checked point when that one's
+    full-batch loss is nearer the target, with its loss as the last entry and its step count."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    f, theta0, _ = make_batch_loss_fn(net)
+    x = torch.randn(256, 4)
+    y = (x[:, 0] > 0).long()
+    kw = dict(batch_size=4, lr=0.3 if check_every else 0.003, max_steps=5000, check_every=check_every,
+              momentum=0.9, seed=1)
+    first = sgd_to_loss(f, theta0, x, y, target=0.3, **kw)
+    # a target just below the crossing point's predecessor: the predecessor is nearer
+    above, below = first.epoch_loss[-2], first.epoch_loss[-1]
+    target = above - 0.1 * (above - below)
+    a = sgd_to_loss(f, theta0, x, y, target=target, **kw)
+    b = sgd_to_loss(f, theta0, x, y, target=target, stop="nearest", **kw)
+    assert a.reached and b.reached and a.train_loss <= target
+    assert b.train_loss == pytest.approx(a.epoch_loss[-2]) and b.train_loss > target
+    assert b.train_loss == pytest.approx(float(f(b.theta, x, y)))
+    assert b.steps == a.steps - (check_every or 256 // 4) and len(b.epoch_loss) == len(a.epoch_loss) + 1
+    # a target just above the crossing point: the crossing point is nearer, and both rules agree
+    target = below + 0.1 * (above - below)
+    a = sgd_to_loss(f, theta0, x, y, target=target, **kw)
+    b = sgd_to_loss(f, theta0, x, y, target=target, stop="nearest", **kw)
+    assert torch.equal(a.theta, b.theta) and a.steps == b.steps and b.train_loss <= target
+    with pytest.raises(ValueError, match="parameter 'stop'"):
+        sgd_to_loss(f, theta0, x, y, target=0.3, stop="last", **kw)
